@@ -1,0 +1,138 @@
+"""Resource definitions shared by the CDK app (``infra/``) and the local stack.
+
+This module is the single source of truth for every table key schema, queue setting and
+environment variable name. ``infra`` imports it; nothing here imports CDK, so the Lambda
+code asset stays free of it. Physical names are logical here: CDK lets CloudFormation
+name resources, the local stack uses ``local_name()``; either way functions find them
+through the environment variables below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Priority = Literal["high", "normal", "low"]
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+
+SERVICE_NAME = "lambdagraph"
+METRICS_NAMESPACE = "lambdagraph"
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    partition_key: str
+    sort_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A DynamoDB table: string keys, on-demand billing, optional TTL attribute."""
+
+    logical_id: str
+    partition_key: str
+    sort_key: str | None
+    ttl_attribute: str | None = "ttl"
+    global_indexes: tuple[Index, ...] = ()
+    env_var: str = ""
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """An SQS queue with its dead-letter queue."""
+
+    logical_id: str
+    env_var: str
+    visibility_timeout_s: int
+    max_receive_count: int = 5
+    retention_s: int = 14 * 24 * 3600
+    # Per-queue ESM MaximumConcurrency on AWS (None = no event source mapping).
+    max_concurrency: int | None = None
+    batch_size: int = 1
+    dlq_env_var: str | None = None
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    logical_id: str
+    env_var: str
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A Lambda function: every function shares the one code asset; only the handler differs."""
+
+    logical_id: str
+    handler: str
+    timeout_s: int
+    memory_mb: int
+    env: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --- storage -------------------------------------------------------------------------------
+
+CHECKPOINT_TABLE = TableSpec(
+    logical_id="Checkpoints",
+    partition_key="pk",
+    sort_key="sk",
+    ttl_attribute="ttl",
+    env_var="LAMBDAGRAPH_CHECKPOINT_TABLE",
+)
+
+RUNTIME_TABLE = TableSpec(
+    logical_id="Runtime",
+    partition_key="pk",
+    sort_key="sk",
+    ttl_attribute="ttl",
+    global_indexes=(Index(name="gsi1", partition_key="gsi1pk", sort_key="gsi1sk"),),
+    env_var="LAMBDAGRAPH_RUNTIME_TABLE",
+)
+
+PAYLOAD_BUCKET = BucketSpec(logical_id="Payloads", env_var="LAMBDAGRAPH_PAYLOAD_BUCKET")
+
+# --- functions -----------------------------------------------------------------------------
+
+STEP_WORKER_TIMEOUT_S = 300
+
+API_FUNCTION = FunctionSpec("Api", "functions.handlers.api.handler", timeout_s=29, memory_mb=1024)
+STEP_WORKER_FUNCTION = FunctionSpec(
+    "StepWorker", "functions.handlers.step_worker.handler", timeout_s=STEP_WORKER_TIMEOUT_S, memory_mb=1024
+)
+HOUSEKEEPING_FUNCTION = FunctionSpec(
+    "Housekeeping", "functions.handlers.housekeeping.handler", timeout_s=120, memory_mb=512
+)
+
+# --- queues --------------------------------------------------------------------------------
+
+# Visibility timeout is six times the function timeout, as AWS recommends for SQS sources.
+_STEP_VISIBILITY_S = 6 * STEP_WORKER_TIMEOUT_S
+
+STEP_QUEUES: dict[Priority, QueueSpec] = {
+    "high": QueueSpec(
+        "StepQueueHigh",
+        "LAMBDAGRAPH_QUEUE_URL_HIGH",
+        _STEP_VISIBILITY_S,
+        max_concurrency=50,
+        dlq_env_var="LAMBDAGRAPH_DLQ_URL_HIGH",
+    ),
+    "normal": QueueSpec(
+        "StepQueueNormal",
+        "LAMBDAGRAPH_QUEUE_URL_NORMAL",
+        _STEP_VISIBILITY_S,
+        max_concurrency=20,
+        dlq_env_var="LAMBDAGRAPH_DLQ_URL_NORMAL",
+    ),
+    "low": QueueSpec(
+        "StepQueueLow",
+        "LAMBDAGRAPH_QUEUE_URL_LOW",
+        _STEP_VISIBILITY_S,
+        max_concurrency=5,
+        dlq_env_var="LAMBDAGRAPH_DLQ_URL_LOW",
+    ),
+}
+
+
+def local_name(logical_id: str) -> str:
+    """Physical name the local stack gives a resource (CDK lets CloudFormation name them)."""
+    return f"lambdagraph-{logical_id.lower()}"

@@ -1,0 +1,41 @@
+"""Settings parsed once from the environment (set by CDK on AWS and by the local stack).
+
+Handlers read settings, never ``os.environ`` directly. ``AWS_ENDPOINT_URL`` (honoured by
+boto3 itself) points every client at moto locally.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAMBDAGRAPH_", extra="ignore")
+
+    checkpoint_table: str = "lambdagraph-checkpoints"
+    runtime_table: str = "lambdagraph-runtime"
+    payload_bucket: str | None = None
+    queue_url_high: str = ""
+    queue_url_normal: str = ""
+    queue_url_low: str = ""
+    dlq_url_high: str = ""
+    dlq_url_normal: str = ""
+    dlq_url_low: str = ""
+    # Comma-separated API keys for the local stack; empty = auth off (warned at start-up).
+    api_keys: str = ""
+    # How long join / runs/wait block before answering with the run as it is.
+    join_timeout_s: float = Field(default=25.0, gt=0)
+    # Lease a worker holds on a claimed step; a crashed step is retried after it expires.
+    lease_s: int = Field(default=360, gt=0)
+    # Optional retention for checkpoints and runtime records (0 = keep forever).
+    ttl_days: int = Field(default=0, ge=0)
+    # Use the deterministic offline chat model even if model credentials exist.
+    offline_model: bool = False
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""CDK app and constructs per concern, and the local stack."""
