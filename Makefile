@@ -32,8 +32,39 @@ lint: install
 bench: install
 	$(BIN)/python -m bench
 
-synth: install
-	@echo "synth lands with the AWS deployment issue"; exit 1
+# --- AWS (docs/deploy.md) ------------------------------------------------------------------
+# The CDK CLI is pinned to v2 in package.json (npm's latest tag is 3.x); `npm ci` installs it.
+CDK := npx --no-install cdk
+# Deployment parameters, passed as CDK context: make deploy TTL_DAYS=7 ALARM_EMAIL=ops@example.com
+TTL_DAYS ?= 30
+LOG_LEVEL ?= INFO
+ALARM_EMAIL ?=
+RETAIN_DATA ?= true
+STACK_NAME ?= LambdaGraph
+CDK_CONTEXT = -c ttlDays=$(TTL_DAYS) -c logLevel=$(LOG_LEVEL) -c retainData=$(RETAIN_DATA) \
+	-c stackName=$(STACK_NAME) $(if $(ALARM_EMAIL),-c alarmEmail=$(ALARM_EMAIL))
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# Builds the code asset (.build/asset: pip for manylinux2014_aarch64, no docker), runs cdk-nag
+# during synthesis (a finding fails it), then lints the template (errors fail, warnings show).
+synth: install node_modules/.package-lock.json
+	$(BIN)/python -m infra.bundling
+	rm -rf cdk.out
+	$(CDK) synth --quiet $(CDK_CONTEXT)
+	$(BIN)/cfn-lint --non-zero-exit-code error cdk.out/$(STACK_NAME).template.json
+
+# `cdk bootstrap` is idempotent: the first deploy into an account/region sets up CDK's asset
+# bucket and roles, later ones find them in place.
+CDK_DEPLOY_FLAGS ?= --require-approval never
+deploy: synth
+	$(CDK) bootstrap --app cdk.out
+	$(CDK) deploy --app cdk.out $(CDK_DEPLOY_FLAGS) $(STACK_NAME)
+
+destroy: install node_modules/.package-lock.json
+	$(CDK) destroy --force $(CDK_CONTEXT) $(STACK_NAME)
 
 clean:
 	rm -rf $(VENV) cdk.out .pytest_cache .mypy_cache .ruff_cache

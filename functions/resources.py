@@ -97,7 +97,10 @@ STEP_WORKER_TIMEOUT_S = 300
 
 API_FUNCTION = FunctionSpec("Api", "functions.handlers.api.handler", timeout_s=29, memory_mb=1024)
 STEP_WORKER_FUNCTION = FunctionSpec(
-    "StepWorker", "functions.handlers.step_worker.handler", timeout_s=STEP_WORKER_TIMEOUT_S, memory_mb=1024
+    "StepWorker",
+    "functions.handlers.step_worker.handler",
+    timeout_s=STEP_WORKER_TIMEOUT_S,
+    memory_mb=1024,
 )
 HOUSEKEEPING_FUNCTION = FunctionSpec(
     "Housekeeping", "functions.handlers.housekeeping.handler", timeout_s=120, memory_mb=512
@@ -136,3 +139,38 @@ STEP_QUEUES: dict[Priority, QueueSpec] = {
 def local_name(logical_id: str) -> str:
     """Physical name the local stack gives a resource (CDK lets CloudFormation name them)."""
     return f"lambdagraph-{logical_id.lower()}"
+
+
+# --- API (AWS) -----------------------------------------------------------------------------
+
+# Stage-wide API Gateway throttling (steady requests per second, burst). Clients get 429.
+API_THROTTLE_RATE_RPS = 100
+API_THROTTLE_BURST = 200
+# Largest request body the API accepts (413 above). API Gateway's own cap is 10 MB; the
+# API function enforces this one.
+API_MAX_BODY_BYTES = 1024 * 1024
+
+# --- housekeeping schedule -----------------------------------------------------------------
+
+HOUSEKEEPING_RATE_MINUTES = 5
+
+# --- observability -------------------------------------------------------------------------
+
+LOG_RETENTION_DAYS = 30
+# Powertools Metrics names (namespace METRICS_NAMESPACE, dimension ``service`` = SERVICE_NAME)
+# that the step worker emits and the CloudWatch dashboard and alarms read.
+METRIC_STEP_DURATION = "StepDuration"  # milliseconds, one per superstep
+METRIC_QUEUE_WAIT = "QueueWait"  # milliseconds from enqueue to step start
+METRIC_STEPS = "Steps"  # count, one per superstep executed
+RUN_FINAL_STATUSES: tuple[str, ...] = ("success", "error", "timeout", "interrupted")
+
+
+def run_status_metric(status: str) -> str:
+    """Metric counting runs that ended with ``status`` (e.g. ``RunsSuccess``)."""
+    return f"Runs{status.capitalize()}"
+
+
+# Alarm thresholds.
+ALARM_STEP_DURATION_P95_MS = 60_000
+# Age of the oldest message per priority queue: high work must start quickly.
+ALARM_OLDEST_MESSAGE_AGE_S: dict[Priority, int] = {"high": 60, "normal": 300, "low": 1800}

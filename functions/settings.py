@@ -34,6 +34,18 @@ class Settings(BaseSettings):
     ttl_days: int = Field(default=0, ge=0)
     # Use the deterministic offline chat model even if model credentials exist.
     offline_model: bool = False
+    # --- run path (functions/runs.py, step worker, API) ---
+    # On AWS, API keys live hashed in the runtime table (``APIKEY#<sha256>`` items) instead
+    # of in ``api_keys``; both can be used at once.
+    api_keys_in_table: bool = False
+    # ``provider:model`` for ``langchain.chat_models.init_chat_model``; empty = offline model.
+    chat_model: str = ""
+    # ``dynamodb`` (functions.checkpoint.DynamoDBSaver) or ``memory`` (one process only).
+    checkpointer: str = "dynamodb"
+    # How often join / runs/wait re-read the run while blocking.
+    join_poll_s: float = Field(default=0.05, gt=0)
+    # Receive count at which a failing step message is given up (the queues' maxReceiveCount).
+    max_receive_count: int = Field(default=5, gt=0)
 
 
 @lru_cache(maxsize=1)

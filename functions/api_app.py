@@ -1,0 +1,321 @@
+"""The HTTP API: routes (Powertools REST resolver, pydantic validation) over the engine.
+
+Routes are thin: parse, call one engine method, shape the answer. ``_error_response`` is the
+one place that maps exceptions to status codes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+
+from functions.errors import InfrastructureError, LambdagraphError
+from functions.models import (
+    AssistantSearch,
+    CancelAction,
+    HistoryQuery,
+    RunCreate,
+    StateAtCheckpoint,
+    StateUpdate,
+    ThreadCreate,
+    ThreadPatch,
+    ThreadSearch,
+)
+from functions.runs import RunService
+from functions.threads import ThreadService
+
+logger = Logger(child=True)
+
+# Powertools keeps the request on the resolver instance, so each thread gets its own: the
+# local stack may serve requests concurrently (a join blocks for seconds). On Lambda there
+# is one thread and one resolver.
+_local = threading.local()
+
+
+def current_app() -> APIGatewayRestResolver:
+    app: APIGatewayRestResolver | None = getattr(_local, "app", None)
+    if app is None:
+        app = build_app()
+        _local.app = app
+    return app
+
+
+@dataclass
+class Services:
+    threads: ThreadService
+    runs: RunService
+
+
+_services: Services | None = None
+
+
+def bind(services: Services) -> None:
+    global _services
+    _services = services
+
+
+def svc() -> Services:
+    if _services is None:  # pragma: no cover - the handler binds before resolving
+        raise RuntimeError("API services are not bound")
+    return _services
+
+
+def tenant() -> str:
+    return str(current_app().context.get("tenant", "public"))
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(body, separators=(",", ":")),
+        headers=headers or {},
+    )
+
+
+def detail_response(status: int, detail: Any) -> Response[Any]:
+    return _json({"detail": detail}, status)
+
+
+# --- errors: the one mapping from exceptions to status codes -------------------------------
+
+
+def _client_error(exc: LambdagraphError) -> Response[Any]:
+    return detail_response(exc.status_code, str(exc))
+
+
+def _validation_error(exc: RequestValidationError) -> Response[Any]:
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return detail_response(HTTPStatus.UNPROCESSABLE_ENTITY, errors)
+
+
+def _infrastructure_error(exc: InfrastructureError) -> Response[Any]:
+    logger.exception("infrastructure error")
+    return detail_response(
+        HTTPStatus.SERVICE_UNAVAILABLE, "Temporarily unavailable; retry shortly."
+    )
+
+
+def _unexpected_error(exc: Exception) -> Response[Any]:
+    # A bug on our side: log it with the traceback, answer without leaking internals.
+    logger.exception("unhandled error")
+    return detail_response(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error; it has been logged.")
+
+
+def _not_found(_exc: Exception) -> Response[Any]:
+    return detail_response(
+        HTTPStatus.NOT_FOUND, f"No route for {current_app().current_event.path}."
+    )
+
+
+# --- meta ---------------------------------------------------------------------------------
+
+
+def ok() -> dict[str, Any]:
+    return {"ok": True}
+
+
+def openapi() -> Response[Any]:
+    return Response(
+        status_code=200,
+        content_type=content_types.APPLICATION_JSON,
+        body=current_app().get_openapi_json_schema(title="lambdagraph", version="0.1.0"),
+    )
+
+
+# --- assistants (one per registered graph) --------------------------------------------------
+
+
+def _assistant(graph_id: str) -> dict[str, Any]:
+    from graphs.registry import DESCRIPTIONS
+
+    epoch = "1970-01-01T00:00:00+00:00"
+    return {
+        "assistant_id": graph_id,
+        "graph_id": graph_id,
+        "config": {},
+        "context": {},
+        "created_at": epoch,
+        "updated_at": epoch,
+        "metadata": {"created_by": "system"},
+        "version": 1,
+        "name": graph_id,
+        "description": DESCRIPTIONS.get(graph_id),
+    }
+
+
+def search_assistants(body: AssistantSearch) -> Response[Any]:
+    from graphs.registry import graph_ids
+
+    found = [
+        _assistant(g)
+        for g in graph_ids()
+        if (body.graph_id is None or body.graph_id == g) and (body.name is None or body.name == g)
+    ]
+    return _json(found[body.offset : body.offset + body.limit])
+
+
+def get_assistant(assistant_id: str) -> Response[Any]:
+    from functions.errors import NotFoundError
+    from graphs.registry import graph_ids
+
+    if assistant_id not in graph_ids():
+        raise NotFoundError(f"Assistant {assistant_id!r} not found.")
+    return _json(_assistant(assistant_id))
+
+
+# --- threads --------------------------------------------------------------------------------
+
+
+def create_thread(body: Annotated[ThreadCreate | None, Body()] = None) -> Response[Any]:
+    thread = svc().threads.create(tenant(), body or ThreadCreate())
+    return _json(thread.to_api())
+
+
+def search_threads(body: Annotated[ThreadSearch | None, Body()] = None) -> Response[Any]:
+    return _json(svc().threads.search(tenant(), body or ThreadSearch()))
+
+
+def get_thread(thread_id: str) -> Response[Any]:
+    return _json(svc().threads.get(tenant(), thread_id).to_api())
+
+
+def patch_thread(thread_id: str, body: ThreadPatch) -> Response[Any]:
+    return _json(svc().threads.patch(tenant(), thread_id, body.metadata).to_api())
+
+
+def delete_thread(thread_id: str) -> Response[Any]:
+    svc().threads.delete(tenant(), thread_id)
+    return Response(status_code=HTTPStatus.NO_CONTENT, body="")
+
+
+def get_state(thread_id: str) -> Response[Any]:
+    return _json(svc().threads.state(tenant(), thread_id))
+
+
+def get_state_at(thread_id: str, checkpoint_id: str) -> Response[Any]:
+    return _json(svc().threads.state(tenant(), thread_id, checkpoint_id))
+
+
+def post_state_at(thread_id: str, body: StateAtCheckpoint) -> Response[Any]:
+    return _json(svc().threads.state(tenant(), thread_id, body.checkpoint.checkpoint_id))
+
+
+def update_state(thread_id: str, body: StateUpdate) -> Response[Any]:
+    return _json(svc().threads.update_state(tenant(), thread_id, body))
+
+
+def history(thread_id: str, body: Annotated[HistoryQuery | None, Body()] = None) -> Response[Any]:
+    return _json(svc().threads.history(tenant(), thread_id, body or HistoryQuery()))
+
+
+def history_get(thread_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 10) -> Response[Any]:
+    return _json(svc().threads.history(tenant(), thread_id, HistoryQuery(limit=limit)))
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+def _run_location(thread_id: str, run_id: str) -> dict[str, str]:
+    return {"Content-Location": f"/threads/{thread_id}/runs/{run_id}"}
+
+
+def create_run(thread_id: str, body: RunCreate) -> Response[Any]:
+    run = svc().runs.create(tenant(), thread_id, body)
+    return _json(run.to_api(), headers=_run_location(thread_id, run.run_id))
+
+
+def wait_run(thread_id: str, body: RunCreate) -> Response[Any]:
+    runs = svc().runs
+    run = runs.create(tenant(), thread_id, body)
+    values = runs.join(tenant(), thread_id, run.run_id)
+    return _json(values, headers=_run_location(thread_id, run.run_id))
+
+
+def create_stateless_run(body: RunCreate) -> Response[Any]:
+    # A thread of its own, kept afterwards (documented: the official server deletes it).
+    thread = svc().threads.create(tenant(), ThreadCreate(metadata={"stateless": True}))
+    return create_run(thread.thread_id, body)
+
+
+def wait_stateless_run(body: RunCreate) -> Response[Any]:
+    thread = svc().threads.create(tenant(), ThreadCreate(metadata={"stateless": True}))
+    return wait_run(thread.thread_id, body)
+
+
+def list_runs(
+    thread_id: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[str | None, Query()] = None,
+) -> Response[Any]:
+    runs = svc().runs.list(tenant(), thread_id, limit=limit, offset=offset, status=status)
+    return _json([r.to_api() for r in runs])
+
+
+def get_run(thread_id: str, run_id: str) -> Response[Any]:
+    return _json(svc().runs.get(tenant(), thread_id, run_id).to_api())
+
+
+def join_run(thread_id: str, run_id: str) -> Response[Any]:
+    return _json(svc().runs.join(tenant(), thread_id, run_id))
+
+
+def cancel_run(
+    thread_id: str,
+    run_id: str,
+    wait: Annotated[int, Query(ge=0, le=1)] = 0,
+    action: Annotated[CancelAction, Query()] = "interrupt",
+) -> Response[Any]:
+    run = svc().runs.cancel(tenant(), thread_id, run_id, action=action, wait=bool(wait))
+    if wait:
+        return _json(run.to_api())
+    return Response(
+        status_code=HTTPStatus.ACCEPTED, content_type=content_types.APPLICATION_JSON, body=""
+    )
+
+
+def build_app() -> APIGatewayRestResolver:
+    """A resolver with every route and error mapping registered."""
+    app = APIGatewayRestResolver(enable_validation=True)
+    app.enable_swagger(path="/docs", title="lambdagraph", version="0.1.0")
+    app.exception_handler(LambdagraphError)(_client_error)
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(InfrastructureError)(_infrastructure_error)
+    app.exception_handler(Exception)(_unexpected_error)
+    app.not_found(_not_found)
+    app.get("/ok")(ok)
+    app.get("/openapi.json", include_in_schema=False)(openapi)
+    app.post("/assistants/search")(search_assistants)
+    app.get("/assistants/<assistant_id>")(get_assistant)
+    app.post("/threads")(create_thread)
+    app.post("/threads/search")(search_threads)
+    app.get("/threads/<thread_id>")(get_thread)
+    app.patch("/threads/<thread_id>")(patch_thread)
+    app.delete("/threads/<thread_id>")(delete_thread)
+    app.get("/threads/<thread_id>/state")(get_state)
+    app.get("/threads/<thread_id>/state/<checkpoint_id>")(get_state_at)
+    app.post("/threads/<thread_id>/state/checkpoint")(post_state_at)
+    app.post("/threads/<thread_id>/state")(update_state)
+    app.post("/threads/<thread_id>/history")(history)
+    app.get("/threads/<thread_id>/history")(history_get)
+    app.post("/threads/<thread_id>/runs")(create_run)
+    app.post("/threads/<thread_id>/runs/wait")(wait_run)
+    app.post("/runs")(create_stateless_run)
+    app.post("/runs/wait")(wait_stateless_run)
+    app.get("/threads/<thread_id>/runs")(list_runs)
+    app.get("/threads/<thread_id>/runs/<run_id>")(get_run)
+    app.get("/threads/<thread_id>/runs/<run_id>/join")(join_run)
+    app.post("/threads/<thread_id>/runs/<run_id>/cancel")(cancel_run)
+    return app

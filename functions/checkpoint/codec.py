@@ -1,0 +1,216 @@
+"""Compact encoding of checkpoint items.
+
+Every superstep writes one checkpoint item and one item per task, so every byte repeated in
+them is paid on every step. Records are positional msgpack lists, serializer type names are
+one-byte codes, and list channels that only grew are stored as the bytes that were appended.
+
+Appends are detected on the serialized form: LangGraph's serializer encodes a list as a
+msgpack array header followed by its elements, each encoded on its own, so a list that only
+grew serializes to the old body followed by the new elements' bytes. Comparing bytes also
+catches an element changed in place, which comparing objects would not.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import ormsgpack
+
+# Serializer type names <-> one-byte codes; unknown names are stored as strings.
+_TYPE_CODES: dict[str, int] = {
+    "msgpack": 0,
+    "null": 1,
+    "bytes": 2,
+    "bytearray": 3,
+    "json": 4,
+    "pickle": 5,
+}
+_CODE_TYPES = {code: name for name, code in _TYPE_CODES.items()}
+
+RECORD_FORMAT = 1  # a full record
+RECORD_DIFF = 2  # a record stored as changes against its parent
+
+# Blob entry kinds inside a checkpoint record.
+EMPTY = 0  # the channel has this version but no value
+FULL = 1  # [FULL, type, bytes]
+TAIL = 2  # [TAIL, count, body]: parent value + these appended elements
+FROM_WRITES = 3  # [FROM_WRITES, count, refs]: parent value + the parent's writes named by refs
+S3_FULL = 4  # [S3_FULL, type, key]: full value stored in S3
+WRITE_VALUE = 5  # [WRITE_VALUE, task ref, idx]: the value one parent write stored
+
+Typed = tuple[str, bytes]
+
+
+def type_code(type_: str) -> int | str:
+    return _TYPE_CODES.get(type_, type_)
+
+
+def type_name(code: int | str) -> str:
+    if isinstance(code, str):
+        return code
+    return _CODE_TYPES[code]
+
+
+def pack(obj: Any) -> bytes:
+    return ormsgpack.packb(obj)
+
+
+def unpack(data: bytes) -> Any:
+    return ormsgpack.unpackb(data)
+
+
+def split_array(data: bytes) -> tuple[int, bytes] | None:
+    """(element count, elements' bytes) of a msgpack array, or None if ``data`` is not one."""
+    if not data:
+        return None
+    head = data[0]
+    if 0x90 <= head <= 0x9F:
+        return head & 0x0F, data[1:]
+    if head == 0xDC and len(data) >= 3:
+        return struct.unpack(">H", data[1:3])[0], data[3:]
+    if head == 0xDD and len(data) >= 5:
+        return struct.unpack(">I", data[1:5])[0], data[5:]
+    return None
+
+
+def array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 0x10000:
+        return b"\xdc" + struct.pack(">H", count)
+    return b"\xdd" + struct.pack(">I", count)
+
+
+def as_elements(typed: Typed) -> tuple[int, bytes] | None:
+    """A serialized write as list elements: a list is its elements, anything else is one."""
+    type_, data = typed
+    if type_ != "msgpack":
+        return None
+    split = split_array(data)
+    if split is not None:
+        return split
+    return 1, data
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_ts(ts: str) -> int | str:
+    """An ISO-8601 UTC timestamp as integer microseconds (9 bytes instead of 33) when that
+    round-trips to the very same string, else the string itself."""
+    try:
+        parsed = datetime.fromisoformat(ts)
+    except ValueError:
+        return ts
+    if parsed.tzinfo != UTC:
+        return ts
+    micros = (parsed - _EPOCH) // timedelta(microseconds=1)
+    return micros if decode_ts(micros) == ts else ts
+
+
+def decode_ts(value: int | str) -> str:
+    if isinstance(value, str):
+        return value
+    return (_EPOCH + timedelta(microseconds=value)).isoformat()
+
+
+@dataclass
+class CheckpointRecord:
+    """What a checkpoint item holds (the checkpoint id is its sort key).
+
+    A *diff* record stores ``channel_versions``, ``versions_seen`` and ``metadata`` as
+    changes against its parent's (resolved) record; a full record stores them whole.
+    In a diff: a version or node mapped to None was removed; a node mapped to 0 saw exactly
+    the parent's channel versions. ``updated_channels`` 1 means "the channels in blobs".
+    """
+
+    parent: str | None
+    ts: str
+    v: int
+    channel_versions: dict[str, Any]
+    versions_seen: dict[str, Any]
+    updated_channels: list[str] | int | None
+    metadata: Typed
+    base: str  # sort key (after the namespace prefix) of the oldest item the values need
+    blobs: dict[str, list[Any]] = field(default_factory=dict)
+    extra: Typed | None = None  # any other checkpoint keys, serialized
+    diff: bool = False
+
+    def encode(self) -> bytes:
+        return pack(
+            [
+                RECORD_DIFF if self.diff else RECORD_FORMAT,
+                self.parent,
+                encode_ts(self.ts),
+                self.v,
+                self.channel_versions,
+                self.versions_seen,
+                self.updated_channels,
+                [type_code(self.metadata[0]), self.metadata[1]],
+                self.base,
+                self.blobs,
+                None if self.extra is None else [type_code(self.extra[0]), self.extra[1]],
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> CheckpointRecord:
+        fields = unpack(data)
+        if not isinstance(fields, list) or fields[0] not in (RECORD_FORMAT, RECORD_DIFF):
+            raise ValueError(f"unknown checkpoint record format {fields[0]!r}")
+        fmt, parent, ts, v, versions, seen, updated, md, base, blobs, extra = fields
+        return cls(
+            parent=parent,
+            ts=decode_ts(ts),
+            v=v,
+            channel_versions=versions,
+            versions_seen=seen,
+            updated_channels=updated,
+            metadata=(type_name(md[0]), md[1]),
+            base=base,
+            blobs=blobs,
+            extra=None if extra is None else (type_name(extra[0]), extra[1]),
+            diff=fmt == RECORD_DIFF,
+        )
+
+
+@dataclass
+class StoredWrite:
+    task_id: str
+    task_path: str
+    idx: int
+    channel: str
+    type_: str
+    data: bytes | None  # None when the value lives in S3
+    s3_key: str | None = None
+    sort_key: str = ""  # of the item holding it, after the namespace prefix
+
+
+def encode_writes(task_path: str, writes: list[StoredWrite]) -> bytes:
+    entries: list[list[Any]] = []
+    for w in writes:
+        entry: list[Any] = [w.idx, w.channel, type_code(w.type_), w.data]
+        if w.s3_key is not None:
+            entry.append(w.s3_key)
+        entries.append(entry)
+    return pack([task_path, entries])
+
+
+def decode_writes(task_id: str, data: bytes, sort_key: str = "") -> list[StoredWrite]:
+    task_path, entries = unpack(data)
+    return [
+        StoredWrite(
+            task_id=task_id,
+            task_path=task_path,
+            idx=e[0],
+            channel=e[1],
+            type_=type_name(e[2]),
+            data=e[3],
+            s3_key=e[4] if len(e) > 4 else None,
+            sort_key=sort_key,
+        )
+        for e in entries
+    ]

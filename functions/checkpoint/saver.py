@@ -1,0 +1,1573 @@
+"""DynamoDB checkpoint saver with S3 offload, built for one superstep per invocation.
+
+Data model (one table, ``pk`` = thread id, ``sk`` = namespace + separator + ...):
+
+* checkpoint item ``{ns}\\x1f{checkpoint_id}``: the checkpoint without its values, its
+  metadata, its parent id, and the values of the channels whose version changed at this
+  checkpoint. A list channel that only grew stores just the appended elements, or nothing
+  at all when they equal the parent checkpoint's pending writes to that channel (the usual
+  case for ``operator.add`` / ``add_messages``). It also records ``base``: the oldest
+  checkpoint whose items its values are rebuilt from.
+* writes item ``{ns}\\x1f{checkpoint_id}\\x1f{task_id}\\x1f{idx}``: one ``put_writes`` call.
+
+Items sort by checkpoint id (uuid6, time ordered), so the latest checkpoint, its pending
+writes and every item its values are rebuilt from form one contiguous key range ending at the
+top of the namespace: one descending ``Query`` reads them. When that range would outgrow one
+read, ``put`` stores the full values instead (compaction) and the range starts again.
+
+Example:
+    ```python
+    saver = DynamoDBSaver("checkpoints", bucket_name="payloads")
+    saver.setup()  # creates the table / bucket when missing (local stack, tests)
+    graph = builder.compile(checkpointer=saver)
+    graph.invoke(inputs, {"configurable": {"thread_id": "t-1"}})
+    ```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from functions.checkpoint import codec
+from functions.checkpoint.codec import (
+    EMPTY,
+    FROM_WRITES,
+    FULL,
+    S3_FULL,
+    TAIL,
+    WRITE_VALUE,
+    CheckpointRecord,
+    StoredWrite,
+    Typed,
+)
+from functions.checkpoint.errors import (
+    CheckpointBucketMissingError,
+    CheckpointDecodeError,
+    CheckpointTableMissingError,
+)
+from functions.resources import CHECKPOINT_TABLE
+
+SEP = "\x1f"  # separates namespace, checkpoint id and task id inside a sort key
+_AFTER_SEP = "\x20"
+_TOP = "\U0010ffff"
+_PK = CHECKPOINT_TABLE.partition_key
+_SK = CHECKPOINT_TABLE.sort_key or "sk"
+_TTL = CHECKPOINT_TABLE.ttl_attribute or "ttl"
+_DATA = "d"
+# DynamoDB's item limit is 400 KB; stay clear of it with room for keys and names.
+_ITEM_BUDGET = 350_000
+_BATCH = 25
+_TASK_REF = 8  # characters of a task id that name it among one checkpoint's tasks
+# Compact when the read window holds this much more than twice the live values.
+_COMPACT_SLACK = 64 * 1024
+# Store a checkpoint's record in full rather than as a diff that would stretch the read
+# window back over more than this many bytes.
+_DIFF_CHAIN_BYTES = 2048
+# (thread, namespace) pairs whose latest state a saver keeps in memory.
+_CACHED_THREADS = 256
+
+_CHECKPOINT_KEYS = frozenset(
+    {"v", "id", "ts", "channel_values", "channel_versions", "versions_seen", "updated_channels"}
+)
+
+
+def _prefix(ns: str) -> str:
+    return f"{ns}{SEP}"
+
+
+def _item_size(thread_id: str, sort_key: str, data: bytes) -> int:
+    """DynamoDB's size of one of our items (names + values), without the TTL attribute."""
+    return len(_PK) + len(thread_id.encode()) + len(_SK) + len(sort_key.encode()) + 1 + len(data)
+
+
+def _check_key_part(name: str, value: str) -> None:
+    if SEP in value:
+        raise ValueError(f"{name} must not contain the character U+001F: {value!r}")
+
+
+@dataclass
+class _Resolved:
+    """A checkpoint record with its parent diffs applied."""
+
+    versions: dict[str, Any]
+    seen: dict[str, dict[str, Any]]
+    metadata: dict[str, Any]
+    updated: list[str] | None
+    record_start: str  # sort key suffix of the full record this one is a diff chain from
+
+
+@dataclass
+class _ThreadState:
+    """What this saver last read or wrote for one (thread, namespace): the put() that
+    follows a get_tuple() in the same invocation stores only what changed."""
+
+    checkpoint_id: str
+    values: dict[str, Typed | None]  # serialized channel values (None = empty channel)
+    starts: dict[str, str]  # channel -> sort key suffix of the oldest item it is rebuilt from
+    resolved: _Resolved
+    window: dict[str, int]  # sort key suffix -> item size, for the items from base up
+
+
+@dataclass
+class _WriteBatch:
+    """One put_writes call of this saver, registered before its PutItem so that a put()
+    running concurrently (LangGraph saves writes and checkpoints from a thread pool) can
+    wait for it instead of missing it."""
+
+    writes: list[StoredWrite]
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+
+
+class _Items:
+    """Items of one (thread, namespace) read newest first, page by page, on demand."""
+
+    def __init__(
+        self,
+        saver: DynamoDBSaver,
+        thread_id: str,
+        ns: str,
+        *,
+        upper: str | None = None,
+        first_limit: int | None = None,
+    ) -> None:
+        self.saver = saver
+        self.thread_id = thread_id
+        self.ns = ns
+        self.prefix = _prefix(ns)
+        self.upper = upper if upper is not None else self.prefix + _TOP
+        self.first_limit = first_limit
+        self.records: dict[str, CheckpointRecord] = {}
+        self.resolved: dict[str, _Resolved] = {}
+        self.sizes: dict[str, int] = {}  # sort key suffix -> item size
+        self.writes: dict[str, list[StoredWrite]] = {}
+        self.order: list[str] = []  # checkpoint ids, newest first
+        self.sort_keys: list[str] = []  # every sort key read, newest first
+        self._last_key: dict[str, Any] | None = None
+        self._started = False
+        self.exhausted = False
+
+    @property
+    def lowest(self) -> str | None:
+        return self.sort_keys[-1] if self.sort_keys else None
+
+    def load_page(self, lower: str | None = None) -> None:
+        """Read the next page, optionally no lower than ``lower`` (a sort key)."""
+        if self.exhausted:
+            return
+        low = lower if lower is not None else self.prefix
+        params: dict[str, Any] = {
+            "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": {"#pk": _PK, "#sk": _SK},
+            "ExpressionAttributeValues": {
+                ":pk": {"S": self.thread_id},
+                ":lo": {"S": low},
+                ":hi": {"S": self.upper},
+            },
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        if not self._started and self.first_limit:
+            params["Limit"] = self.first_limit
+        if self._last_key is not None:
+            params["ExclusiveStartKey"] = self._last_key
+        self._started = True
+        response = self.saver._query(params)
+        now = int(time.time())
+        for item in response.get("Items", []):
+            self._add(item, now)
+        self._last_key = response.get("LastEvaluatedKey")
+        if self._last_key is None:
+            self.exhausted = True
+
+    def ensure_down_to(self, sort_key: str) -> None:
+        """Keep reading until every item at or above ``sort_key`` is loaded."""
+        while not self.exhausted and (self.lowest is None or self.lowest > sort_key):
+            self.load_page(sort_key)
+
+    def load_all(self) -> None:
+        while not self.exhausted:
+            self.load_page()
+
+    def _add(self, item: dict[str, Any], now: int) -> None:
+        sk: str = item[_SK]["S"]
+        self.sort_keys.append(sk)
+        if _TTL in item and int(item[_TTL]["N"]) < now:
+            return  # expired; DynamoDB deletes it within days, readers must not see it
+        rest = sk[len(self.prefix) :]
+        data: bytes = item[_DATA]["B"]
+        self.sizes[rest] = _item_size(self.thread_id, sk, data)
+        parts = rest.split(SEP)
+        checkpoint_id = parts[0]
+        try:
+            if len(parts) == 1:
+                self.records[checkpoint_id] = CheckpointRecord.decode(data)
+                self.order.append(checkpoint_id)
+            else:
+                self.writes.setdefault(checkpoint_id, []).extend(
+                    codec.decode_writes(parts[1], data, rest)
+                )
+        except Exception as exc:
+            raise CheckpointDecodeError(self.thread_id, self.ns, checkpoint_id, repr(exc)) from exc
+
+    def latest(self) -> str | None:
+        while not self.order and not self.exhausted:
+            self.load_page()
+        return self.order[0] if self.order else None
+
+    def record(self, checkpoint_id: str) -> CheckpointRecord | None:
+        if checkpoint_id not in self.records:
+            self.ensure_down_to(self.prefix + checkpoint_id)
+        return self.records.get(checkpoint_id)
+
+
+class DynamoDBSaver(BaseCheckpointSaver[int]):
+    """LangGraph checkpoint saver on DynamoDB, with S3 for values over the item limit.
+
+    Args:
+        table_name: the checkpoint table (key schema: ``functions.resources.CHECKPOINT_TABLE``).
+        bucket_name: S3 bucket for values too large for an item (optional).
+        endpoint_url: AWS endpoint override (moto locally); default: boto3's own resolution.
+        region_name: AWS region; default: boto3's own resolution.
+        ttl_seconds: when set, every item expires this long after it was written (the
+            table's TTL attribute ``ttl``); ``setup()`` adds a matching S3 lifecycle rule.
+        read_items: items the first read of a checkpoint asks for; ``put`` compacts before a
+            checkpoint's items outgrow it, so one read returns everything.
+        serde: LangGraph serializer (default ``JsonPlusSerializer``).
+        dynamodb_client / s3_client: injected clients (tests, instrumentation).
+
+    Example:
+        ```python
+        saver = DynamoDBSaver("lambdagraph-checkpoints", endpoint_url="http://127.0.0.1:5000")
+        saver.setup()
+        graph = builder.compile(checkpointer=saver)
+        ```
+    """
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        bucket_name: str | None = None,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        ttl_seconds: int | None = None,
+        read_items: int = 160,
+        serde: SerializerProtocol | None = None,
+        boto_config: Config | None = None,
+        dynamodb_client: Any | None = None,
+        s3_client: Any | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        if read_items < 16:
+            raise ValueError("read_items must be at least 16")
+        self.table_name = table_name
+        self.bucket_name = bucket_name
+        self.ttl_seconds = ttl_seconds
+        self.read_items = read_items
+        config = boto_config or Config(retries={"mode": "standard", "max_attempts": 5})
+        self.client: Any = dynamodb_client or boto3.client(
+            "dynamodb", endpoint_url=endpoint_url, region_name=region_name, config=config
+        )
+        self.s3: Any = s3_client
+        if self.s3 is None and bucket_name is not None:
+            self.s3 = boto3.client(
+                "s3", endpoint_url=endpoint_url, region_name=region_name, config=config
+            )
+        self._lock = threading.Lock()
+        # Bounded (least recently used out): one saver may serve many threads in a process.
+        self._state: OrderedDict[tuple[str, str], _ThreadState] = OrderedDict()
+        # (thread, ns) -> checkpoint id -> write batches, for the few newest checkpoints.
+        self._writes: OrderedDict[tuple[str, str], OrderedDict[str, list[_WriteBatch]]] = (
+            OrderedDict()
+        )
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        """Create the table (and bucket, if named) when missing, as LangGraph's savers do."""
+        try:
+            self.client.describe_table(TableName=self.table_name)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            self._create_table()
+        if self.bucket_name is not None:
+            self._create_bucket()
+
+    def _create_table(self) -> None:
+        try:
+            self.client.create_table(
+                TableName=self.table_name,
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[
+                    {"AttributeName": _PK, "AttributeType": "S"},
+                    {"AttributeName": _SK, "AttributeType": "S"},
+                ],
+                KeySchema=[
+                    {"AttributeName": _PK, "KeyType": "HASH"},
+                    {"AttributeName": _SK, "KeyType": "RANGE"},
+                ],
+            )
+        except ClientError as exc:
+            # Another process created it between our describe and create: that is fine.
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+        self.client.get_waiter("table_exists").wait(TableName=self.table_name)
+        self.client.update_time_to_live(
+            TableName=self.table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": _TTL},
+        )
+
+    def _create_bucket(self) -> None:
+        assert self.s3 is not None
+        assert self.bucket_name is not None
+        try:
+            self.s3.head_bucket(Bucket=self.bucket_name)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+            region = self.s3.meta.region_name
+            params: dict[str, Any] = {"Bucket": self.bucket_name}
+            if region and region != "us-east-1":
+                params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            self.s3.create_bucket(**params)
+        if self.ttl_seconds is not None:
+            # S3 expires by whole days: round up so objects never outlive... their items'
+            # readers need them no longer than the items themselves live.
+            days = max(1, math.ceil(self.ttl_seconds / 86400))
+            self.s3.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket_name,
+                LifecycleConfiguration={
+                    "Rules": [
+                        {
+                            "ID": "lambdagraph-checkpoint-ttl",
+                            "Filter": {"Prefix": ""},
+                            "Status": "Enabled",
+                            "Expiration": {"Days": days},
+                        }
+                    ]
+                },
+            )
+
+    # --------------------------------------------------------------- AWS calls
+
+    def _wrap(self, exc: ClientError) -> Exception:
+        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+            return CheckpointTableMissingError(self.table_name)
+        return exc
+
+    def _query(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.client.query(TableName=self.table_name, **params)
+        except ClientError as exc:
+            raise self._wrap(exc) from exc
+
+    def _put_item(self, item: dict[str, Any], *, only_new: bool = False) -> bool:
+        """PutItem; with ``only_new``, False when an item with that key already exists."""
+        params: dict[str, Any] = {"TableName": self.table_name, "Item": item}
+        if only_new:
+            params["ConditionExpression"] = "attribute_not_exists(#sk)"
+            params["ExpressionAttributeNames"] = {"#sk": _SK}
+        try:
+            self.client.put_item(**params)
+        except ClientError as exc:
+            if only_new and exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise self._wrap(exc) from exc
+        return True
+
+    def _batch_write(self, requests: builtins.list[dict[str, Any]]) -> None:
+        for start in range(0, len(requests), _BATCH):
+            pending: dict[str, Any] = {self.table_name: requests[start : start + _BATCH]}
+            delay = 0.05
+            while pending:
+                try:
+                    response = self.client.batch_write_item(RequestItems=pending)
+                except ClientError as exc:
+                    raise self._wrap(exc) from exc
+                pending = response.get("UnprocessedItems") or {}
+                if pending:
+                    # Throttled: back off as the BatchWriteItem documentation asks.
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+
+    def _s3_put(self, key: str, data: bytes) -> None:
+        if self.s3 is None or self.bucket_name is None:
+            raise CheckpointBucketMissingError(None, f"{len(data)} bytes")
+        try:
+            self.s3.put_object(Bucket=self.bucket_name, Key=key, Body=data)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "NoSuchBucket":
+                raise CheckpointBucketMissingError(self.bucket_name) from exc
+            raise
+
+    def _s3_get(self, key: str) -> bytes:
+        if self.s3 is None or self.bucket_name is None:
+            raise CheckpointBucketMissingError(None, f"reading {key}")
+        body = self.s3.get_object(Bucket=self.bucket_name, Key=key)["Body"]
+        return body.read()
+
+    def _s3_delete_prefix(self, prefix: str, keep: set[str] | None = None) -> None:
+        if self.s3 is None or self.bucket_name is None:
+            return
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket_name, Prefix=prefix):
+            keys = [o["Key"] for o in page.get("Contents", []) if o["Key"] not in (keep or set())]
+            for start in range(0, len(keys), 1000):
+                chunk = keys[start : start + 1000]
+                self.s3.delete_objects(
+                    Bucket=self.bucket_name,
+                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                )
+
+    def _s3_copy(self, source: str, target: str) -> None:
+        assert self.s3 is not None
+        self.s3.copy_object(
+            Bucket=self.bucket_name,
+            Key=target,
+            CopySource={"Bucket": self.bucket_name, "Key": source},
+        )
+
+    def _ttl_attr(self) -> dict[str, Any]:
+        if self.ttl_seconds is None:
+            return {}
+        return {_TTL: {"N": str(int(time.time()) + self.ttl_seconds)}}
+
+    # ------------------------------------------------------------ key helpers
+
+    @staticmethod
+    def _s3_prefix(thread_id: str) -> str:
+        return f"{quote(thread_id, safe='')}/"
+
+    def _s3_key(self, thread_id: str, ns: str, checkpoint_id: str, name: str) -> str:
+        return (
+            f"{self._s3_prefix(thread_id)}{quote(ns, safe='')}/{checkpoint_id}/"
+            f"{quote(name, safe='')}"
+        )
+
+    # ------------------------------------------------------------- reading
+
+    def _value(
+        self, items: _Items, checkpoint_id: str, channel: str
+    ) -> tuple[Typed | None, str | None]:
+        """Serialized value of ``channel`` at a checkpoint, and the oldest checkpoint id its
+        rebuild used. Walks the parent chain back to the checkpoint that stored it in full."""
+        steps: builtins.list[tuple[str, builtins.list[Any]]] = []
+        current: str | None = checkpoint_id
+        while current is not None:
+            record = items.record(current)
+            if record is None:
+                if not steps and current == checkpoint_id:
+                    return None, None
+                raise CheckpointDecodeError(
+                    items.thread_id,
+                    items.ns,
+                    checkpoint_id,
+                    f"checkpoint {current!r} holding part of channel {channel!r} is missing",
+                )
+            entry = record.blobs.get(channel)
+            if entry is None:
+                current = record.parent
+                continue
+            kind = entry[0]
+            if kind in (TAIL, FROM_WRITES):
+                steps.append((current, entry))
+                current = record.parent
+                continue
+            start = current
+            if kind == WRITE_VALUE:
+                parent = record.parent
+                writes = self._referenced(items, parent, channel, entry[1:3])
+                if len(writes) != 1 or parent is None:
+                    raise CheckpointDecodeError(
+                        items.thread_id, items.ns, current, f"write of {channel!r} is missing"
+                    )
+                base_value = self._write_value(writes[0])
+                if not steps:
+                    return base_value, writes[0].sort_key
+                return (
+                    self._apply_deltas(items, checkpoint_id, channel, base_value, steps),
+                    writes[0].sort_key,
+                )
+            if kind == EMPTY:
+                if steps:
+                    raise CheckpointDecodeError(
+                        items.thread_id, items.ns, checkpoint_id, f"delta of empty {channel!r}"
+                    )
+                return None, None
+            if kind == FULL:
+                base: Typed = (codec.type_name(entry[1]), entry[2])
+            elif kind == S3_FULL:
+                base = (codec.type_name(entry[1]), self._s3_get(entry[2]))
+            else:
+                raise CheckpointDecodeError(
+                    items.thread_id, items.ns, checkpoint_id, f"unknown value kind {kind!r}"
+                )
+            if not steps:
+                return base, start
+            return self._apply_deltas(items, checkpoint_id, channel, base, steps), start
+        return None, None
+
+    def _apply_deltas(
+        self,
+        items: _Items,
+        checkpoint_id: str,
+        channel: str,
+        base: Typed,
+        steps: builtins.list[tuple[str, builtins.list[Any]]],
+    ) -> Typed:
+        split = codec.split_array(base[1]) if base[0] == "msgpack" else None
+        if split is None:
+            raise CheckpointDecodeError(
+                items.thread_id, items.ns, checkpoint_id, f"{channel!r} delta on a non-list"
+            )
+        count, body = split
+        parts = [body]
+        for at, entry in reversed(steps):
+            if entry[0] == TAIL:
+                count += entry[1]
+                parts.append(entry[2])
+                continue
+            record = items.records[at]
+            if record.parent is None:
+                raise CheckpointDecodeError(
+                    items.thread_id, items.ns, at, "writes delta without a parent"
+                )
+            added = 0
+            for write in self._referenced(items, record.parent, channel, entry[2]):
+                typed = self._write_value(write)
+                elements = codec.as_elements(typed)
+                if elements is None:
+                    raise CheckpointDecodeError(
+                        items.thread_id, items.ns, at, f"{channel!r} write is not msgpack"
+                    )
+                added += elements[0]
+                parts.append(elements[1])
+            if added != entry[1]:
+                raise CheckpointDecodeError(
+                    items.thread_id,
+                    items.ns,
+                    at,
+                    f"{channel!r} expected {entry[1]} appended elements, writes hold {added}",
+                )
+            count += added
+        return "msgpack", codec.array_header(count) + b"".join(parts)
+
+    def _resolve(self, items: _Items, checkpoint_id: str) -> _Resolved:
+        """Apply a record's chain of parent diffs (all within its read window)."""
+        chain: builtins.list[tuple[str, CheckpointRecord]] = []
+        current: str | None = checkpoint_id
+        resolved: _Resolved | None = None
+        while resolved is None:
+            if current is None:
+                raise CheckpointDecodeError(
+                    items.thread_id, items.ns, checkpoint_id, "diff record without a parent"
+                )
+            if current in items.resolved:
+                resolved = items.resolved[current]
+                break
+            record = items.record(current)
+            if record is None:
+                raise CheckpointDecodeError(
+                    items.thread_id, items.ns, checkpoint_id, f"ancestor {current!r} is missing"
+                )
+            if not record.diff:
+                resolved = _Resolved(
+                    versions=dict(record.channel_versions),
+                    seen={k: dict(v) for k, v in record.versions_seen.items()},
+                    metadata=self.serde.loads_typed(record.metadata),
+                    updated=self._updated(record),
+                    record_start=current,
+                )
+                items.resolved[current] = resolved
+                break
+            chain.append((current, record))
+            current = record.parent
+        for cid, record in reversed(chain):
+            versions = dict(resolved.versions)
+            for channel, version in record.channel_versions.items():
+                if version is None:
+                    versions.pop(channel, None)
+                else:
+                    versions[channel] = version
+            seen = dict(resolved.seen)
+            for node, mapping in record.versions_seen.items():
+                if mapping is None:
+                    seen.pop(node, None)
+                elif mapping == 0:
+                    seen[node] = dict(resolved.versions)
+                else:
+                    seen[node] = dict(mapping)
+            resolved = _Resolved(
+                versions=versions,
+                seen=seen,
+                metadata={**resolved.metadata, **self.serde.loads_typed(record.metadata)},
+                updated=self._updated(record),
+                record_start=resolved.record_start,
+            )
+            items.resolved[cid] = resolved
+        return resolved
+
+    @staticmethod
+    def _updated(record: CheckpointRecord) -> builtins.list[str] | None:
+        if record.updated_channels == 1:
+            return sorted(record.blobs)
+        return record.updated_channels  # type: ignore[return-value]
+
+    def _referenced(
+        self, items: _Items, checkpoint_id: str | None, channel: str, refs: builtins.list[Any]
+    ) -> builtins.list[StoredWrite]:
+        """The writes to ``channel`` at a checkpoint named by (task id prefix, idx) pairs."""
+        if checkpoint_id is None:
+            return []
+        wanted = {(refs[i], refs[i + 1]) for i in range(0, len(refs), 2)}
+        return [
+            w
+            for w in self._sorted_writes(items.writes.get(checkpoint_id, []))
+            if w.channel == channel and (w.task_id[:_TASK_REF], w.idx) in wanted
+        ]
+
+    @staticmethod
+    def _sorted_writes(writes: builtins.list[StoredWrite]) -> builtins.list[StoredWrite]:
+        return sorted(writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+
+    def _write_value(self, write: StoredWrite) -> Typed:
+        if write.s3_key is not None:
+            return write.type_, self._s3_get(write.s3_key)
+        assert write.data is not None
+        return write.type_, write.data
+
+    def _tuple(
+        self, items: _Items, checkpoint_id: str, *, remember: bool
+    ) -> CheckpointTuple | None:
+        record = items.record(checkpoint_id)
+        if record is None:
+            return None
+        items.ensure_down_to(items.prefix + record.base)
+        values: dict[str, Typed | None] = {}
+        starts: dict[str, str] = {}
+        try:
+            resolved = self._resolve(items, checkpoint_id)
+            for channel in resolved.versions:
+                typed, start = self._value(items, checkpoint_id, channel)
+                values[channel] = typed
+                if start is not None:
+                    starts[channel] = start
+            channel_values = {
+                ch: self.serde.loads_typed(typed)
+                for ch, typed in values.items()
+                if typed is not None
+            }
+            writes = self._sorted_writes(items.writes.get(checkpoint_id, []))
+            pending: builtins.list[PendingWrite] = [
+                (w.task_id, w.channel, self.serde.loads_typed(self._write_value(w))) for w in writes
+            ]
+            extra = self.serde.loads_typed(record.extra) if record.extra is not None else {}
+        except CheckpointDecodeError:
+            raise
+        except Exception as exc:
+            raise CheckpointDecodeError(
+                items.thread_id, items.ns, checkpoint_id, repr(exc)
+            ) from exc
+        checkpoint: dict[str, Any] = {
+            **extra,
+            "v": record.v,
+            "id": checkpoint_id,
+            "ts": record.ts,
+            "channel_values": channel_values,
+            "channel_versions": dict(resolved.versions),
+            "versions_seen": {k: dict(v) for k, v in resolved.seen.items()},
+            "updated_channels": resolved.updated,
+        }
+        if remember:
+            window = {sk: size for sk, size in items.sizes.items() if sk >= record.base}
+            state = _ThreadState(
+                checkpoint_id=checkpoint_id,
+                values=values,
+                starts=starts,
+                resolved=resolved,
+                window=window,
+            )
+            batch = _WriteBatch(writes=list(writes), ok=True)
+            batch.done.set()
+            with self._lock:
+                self._remember(items.thread_id, items.ns, state)
+                self._writes[(items.thread_id, items.ns)] = OrderedDict({checkpoint_id: [batch]})
+                self._writes.move_to_end((items.thread_id, items.ns))
+                self._trim()
+        config: RunnableConfig = {
+            "configurable": {
+                "thread_id": items.thread_id,
+                "checkpoint_ns": items.ns,
+                "checkpoint_id": checkpoint_id,
+            }
+        }
+        parent_config: RunnableConfig | None = None
+        if record.parent is not None:
+            parent_config = {
+                "configurable": {
+                    "thread_id": items.thread_id,
+                    "checkpoint_ns": items.ns,
+                    "checkpoint_id": record.parent,
+                }
+            }
+        return CheckpointTuple(
+            config=config,
+            checkpoint=checkpoint,  # type: ignore[arg-type]
+            metadata=dict(resolved.metadata),  # type: ignore[arg-type]
+            parent_config=parent_config,
+            pending_writes=pending,
+        )
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint named by ``config`` (or the thread's latest), with its pending writes.
+
+        One ``Query`` in the common case: the newest items of the namespace down to the
+        oldest one the checkpoint's values are rebuilt from.
+        """
+        configurable = config["configurable"]
+        thread_id: str = configurable["thread_id"]
+        ns: str = configurable.get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        prefix = _prefix(ns)
+        upper = prefix + checkpoint_id + _AFTER_SEP if checkpoint_id else None
+        items = _Items(self, thread_id, ns, upper=upper, first_limit=self.read_items)
+        target = items.latest()
+        if target is None or (checkpoint_id is not None and target != checkpoint_id):
+            return None
+        return self._tuple(items, target, remember=True)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first, filtered by metadata, ``before`` a checkpoint, up to ``limit``."""
+        if limit is not None and limit <= 0:
+            return
+        if config is None:
+            groups = self._scan_groups()
+        else:
+            configurable = config["configurable"]
+            thread_id = configurable["thread_id"]
+            ns = configurable.get("checkpoint_ns")
+            namespaces = [ns] if ns is not None else self._namespaces(thread_id)
+            groups = [(thread_id, n) for n in namespaces]
+        wanted_id = get_checkpoint_id(config) if config else None
+        before_id = get_checkpoint_id(before) if before else None
+        remaining = limit
+        for thread_id, ns in groups:
+            prefix = _prefix(ns)
+            upper = prefix + before_id if before_id else None
+            items = _Items(self, thread_id, ns, upper=upper)
+            index = 0
+            while True:
+                while index >= len(items.order) and not items.exhausted:
+                    items.load_page()
+                if index >= len(items.order):
+                    break
+                checkpoint_id = items.order[index]
+                index += 1
+                if before_id is not None and checkpoint_id >= before_id:
+                    continue
+                if wanted_id is not None and checkpoint_id != wanted_id:
+                    continue
+                record = items.records[checkpoint_id]
+                if filter:
+                    items.ensure_down_to(items.prefix + record.base)
+                    metadata = self._resolve(items, checkpoint_id).metadata
+                    if not all(metadata.get(k) == v for k, v in filter.items()):
+                        continue
+                result = self._tuple(items, checkpoint_id, remember=False)
+                if result is None:
+                    continue
+                yield result
+                if remaining is not None:
+                    remaining -= 1
+                    if remaining <= 0:
+                        return
+
+    def _namespaces(self, thread_id: str) -> builtins.list[str]:
+        namespaces: set[str] = set()
+        for item in self._all_items(thread_id, projection=True):
+            namespaces.add(item[_SK]["S"].split(SEP, 1)[0])
+        # Root first, then children, as a stable order.
+        return sorted(namespaces)
+
+    def _all_items(
+        self, thread_id: str, *, projection: bool = False
+    ) -> builtins.list[dict[str, Any]]:
+        params: dict[str, Any] = {
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": _PK},
+            "ExpressionAttributeValues": {":pk": {"S": thread_id}},
+            "ConsistentRead": True,
+        }
+        if projection:
+            params["ProjectionExpression"] = "#pk, #sk"
+            params["ExpressionAttributeNames"]["#sk"] = _SK
+        result: builtins.list[dict[str, Any]] = []
+        while True:
+            response = self._query(params)
+            result.extend(response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if last is None:
+                return result
+            params["ExclusiveStartKey"] = last
+
+    def _scan_groups(self) -> builtins.list[tuple[str, str]]:
+        groups: set[tuple[str, str]] = set()
+        params: dict[str, Any] = {
+            "ProjectionExpression": "#pk, #sk",
+            "ExpressionAttributeNames": {"#pk": _PK, "#sk": _SK},
+        }
+        while True:
+            try:
+                response = self.client.scan(TableName=self.table_name, **params)
+            except ClientError as exc:
+                raise self._wrap(exc) from exc
+            for item in response.get("Items", []):
+                groups.add((item[_PK]["S"], item[_SK]["S"].split(SEP, 1)[0]))
+            last = response.get("LastEvaluatedKey")
+            if last is None:
+                return sorted(groups)
+            params["ExclusiveStartKey"] = last
+
+    # ------------------------------------------------------------- writing
+
+    def _offload(
+        self, thread_id: str, ns: str, checkpoint_id: str, blobs: dict[str, builtins.list[Any]]
+    ) -> None:
+        """Move the largest full values to S3 until the item fits DynamoDB's limit."""
+        sizes = {ch: len(e[2]) for ch, e in blobs.items() if e[0] in (FULL, TAIL)}
+        total = sum(sizes.values())
+        for channel, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+            if total <= _ITEM_BUDGET:
+                return
+            entry = blobs[channel]
+            if entry[0] == TAIL:
+                continue  # tails are small by construction; full values go first
+            key = self._s3_key(thread_id, ns, checkpoint_id, f"c{SEP}{channel}")
+            self._s3_put(key, entry[2])
+            blobs[channel] = [S3_FULL, entry[1], key]
+            total -= size
+        if total > _ITEM_BUDGET:
+            raise CheckpointDecodeError(
+                thread_id, ns, checkpoint_id, "checkpoint values do not fit one item"
+            )
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint: one PutItem holding only what changed since its parent."""
+        configurable = config["configurable"]
+        thread_id: str = configurable["thread_id"]
+        ns: str = configurable.get("checkpoint_ns", "")
+        parent: str | None = configurable.get("checkpoint_id")
+        checkpoint_id = checkpoint["id"]
+        _check_key_part("checkpoint_ns", ns)
+        _check_key_part("checkpoint_id", checkpoint_id)
+        values = checkpoint["channel_values"]
+        versions = dict(checkpoint["channel_versions"])
+        seen = {k: dict(v) for k, v in checkpoint["versions_seen"].items()}
+        md = dict(get_checkpoint_metadata(config, metadata))
+        updated = checkpoint.get("updated_channels")
+
+        with self._lock:
+            state = self._state.get((thread_id, ns))
+        if state is not None and state.checkpoint_id != parent:
+            state = None  # not the checkpoint this saver last saw: store everything
+
+        planned = self._incremental(
+            thread_id, ns, state, parent, checkpoint_id, values, versions, new_versions
+        )
+        if planned is None:
+            blobs, new_values, starts = self._full_values(checkpoint_id, values, versions)
+            value_base = checkpoint_id
+        else:
+            blobs, new_values, starts, value_base = planned
+
+        diff = None
+        if planned is not None and state is not None:
+            diff = self._record_diff(state.resolved, versions, seen, md)
+            if diff is not None:
+                # A diff chains this record to the parent's full record: worth it only while
+                # that keeps the read window about where the values already start.
+                start = state.resolved.record_start
+                between = sum(s for sk, s in state.window.items() if start <= sk < value_base)
+                if between > _DIFF_CHAIN_BYTES:
+                    diff = None
+        record_start = state.resolved.record_start if diff is not None and state else checkpoint_id
+        base = min(value_base, record_start, checkpoint_id)
+        if self._expiring(base):
+            # Items expire by TTL: re-store everything before what this relies on expires.
+            blobs, new_values, starts = self._full_values(checkpoint_id, values, versions)
+            diff, base, record_start, planned = None, checkpoint_id, checkpoint_id, None
+
+        self._offload(thread_id, ns, checkpoint_id, blobs)
+        extra = {k: v for k, v in checkpoint.items() if k not in _CHECKPOINT_KEYS and v}
+        if diff is not None:
+            versions_field, seen_field, md_field = diff
+        else:
+            versions_field, seen_field, md_field = versions, seen, md
+        record = CheckpointRecord(
+            parent=parent,
+            ts=checkpoint["ts"],
+            v=checkpoint["v"],
+            channel_versions=versions_field,
+            versions_seen=seen_field,
+            updated_channels=1
+            if updated is not None and sorted(updated) == sorted(blobs)
+            else updated,
+            metadata=self.serde.dumps_typed(md_field),
+            base=base,
+            blobs=blobs,
+            extra=self.serde.dumps_typed(extra) if extra else None,
+            diff=diff is not None,
+        )
+        sort_key = _prefix(ns) + checkpoint_id
+        data = record.encode()
+        self._put_item(
+            {
+                _PK: {"S": thread_id},
+                _SK: {"S": sort_key},
+                _DATA: {"B": data},
+                **self._ttl_attr(),
+            }
+        )
+        window = {}
+        if planned is not None and state is not None:
+            window = {sk: size for sk, size in state.window.items() if sk >= base}
+        window[checkpoint_id] = _item_size(thread_id, sort_key, data)
+        resolved = _Resolved(
+            versions=versions,
+            seen=seen,
+            metadata=md,
+            updated=list(updated) if updated is not None else None,
+            record_start=record_start,
+        )
+        with self._lock:
+            self._remember(
+                thread_id,
+                ns,
+                _ThreadState(
+                    checkpoint_id=checkpoint_id,
+                    values=new_values,
+                    starts=starts,
+                    resolved=resolved,
+                    window=window,
+                ),
+            )
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint_id,
+            }
+        }
+
+    def _full_values(
+        self, checkpoint_id: str, values: dict[str, Any], versions: dict[str, Any]
+    ) -> tuple[dict[str, builtins.list[Any]], dict[str, Typed | None], dict[str, str]]:
+        """Every channel's value in full: the checkpoint depends on no other item."""
+        blobs: dict[str, builtins.list[Any]] = {}
+        new_values: dict[str, Typed | None] = {}
+        starts: dict[str, str] = {}
+        for channel in versions:
+            if channel in values:
+                typed = self.serde.dumps_typed(values[channel])
+                new_values[channel] = typed
+                blobs[channel] = [FULL, codec.type_code(typed[0]), typed[1]]
+                starts[channel] = checkpoint_id
+            else:
+                blobs[channel] = [EMPTY]
+                new_values[channel] = None
+        return blobs, new_values, starts
+
+    def _incremental(
+        self,
+        thread_id: str,
+        ns: str,
+        state: _ThreadState | None,
+        parent: str | None,
+        checkpoint_id: str,
+        values: dict[str, Any],
+        versions: dict[str, Any],
+        new_versions: ChannelVersions,
+    ) -> tuple[dict[str, builtins.list[Any]], dict[str, Typed | None], dict[str, str], str] | None:
+        """Only the channels whose version changed, as references or appended tails where
+        possible; None when a full checkpoint is due (no parent known, or compaction)."""
+        if state is None or parent is None:
+            return None
+        ns_writes = self._saved_writes(thread_id, ns, parent)
+        blobs: dict[str, builtins.list[Any]] = {}
+        new_values: dict[str, Typed | None] = {}
+        starts: dict[str, str] = {}
+        for channel in versions:
+            if channel in new_versions:
+                continue
+            if channel in state.values:
+                new_values[channel] = state.values[channel]
+                if channel in state.starts:
+                    starts[channel] = state.starts[channel]
+            elif channel in values:
+                typed = self.serde.dumps_typed(values[channel])
+                new_values[channel] = typed
+                blobs[channel] = [FULL, codec.type_code(typed[0]), typed[1]]
+                starts[channel] = checkpoint_id
+        for channel in new_versions:
+            if channel not in values:
+                blobs[channel] = [EMPTY]
+                new_values[channel] = None
+                continue
+            typed = self.serde.dumps_typed(values[channel])
+            new_values[channel] = typed
+            written = self._written_value(typed, channel, ns_writes)
+            if written is not None:
+                blobs[channel], starts[channel] = written
+                continue
+            entry = self._delta_entry(state.values.get(channel), typed, channel, ns_writes)
+            if entry is not None and channel in state.starts:
+                blobs[channel] = entry
+                starts[channel] = state.starts[channel]
+                continue
+            blobs[channel] = [FULL, codec.type_code(typed[0]), typed[1]]
+            starts[channel] = checkpoint_id
+        value_base = min([checkpoint_id, *starts.values()])
+        live = sum(len(t[1]) for t in new_values.values() if t is not None)
+        window_bytes = sum(size for sk, size in state.window.items() if sk >= value_base)
+        if window_bytes > 2 * live + _COMPACT_SLACK:
+            # More dead bytes than live ones in the read window: compact.
+            return None
+        return blobs, new_values, starts, value_base
+
+    @staticmethod
+    def _record_diff(
+        prev: _Resolved,
+        versions: dict[str, Any],
+        seen: dict[str, dict[str, Any]],
+        md: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+        """The record's versions, versions seen and metadata as changes against the
+        parent's; None when metadata lost a key (a full record says that simply)."""
+        if any(key not in md for key in prev.metadata):
+            return None
+        versions_diff: dict[str, Any] = {
+            ch: v for ch, v in versions.items() if prev.versions.get(ch) != v
+        }
+        versions_diff.update({ch: None for ch in prev.versions if ch not in versions})
+        seen_diff: dict[str, Any] = {}
+        for node, mapping in seen.items():
+            if prev.seen.get(node) == mapping:
+                continue
+            seen_diff[node] = 0 if mapping == prev.versions else mapping
+        seen_diff.update({node: None for node in prev.seen if node not in seen})
+        md_diff = {k: v for k, v in md.items() if k not in prev.metadata or prev.metadata[k] != v}
+        return versions_diff, seen_diff, md_diff
+
+    def _expiring(self, base: str) -> bool:
+        """With a TTL, items older than half of it are re-stored before they expire."""
+        if self.ttl_seconds is None:
+            return False
+        written = _uuid6_seconds(base.split(SEP, 1)[0])
+        return written is None or time.time() - written > self.ttl_seconds / 2
+
+    @staticmethod
+    def _delta_entry(
+        old: Typed | None, new: Typed, channel: str, parent_writes: builtins.list[StoredWrite]
+    ) -> builtins.list[Any] | None:
+        """A TAIL / FROM_WRITES entry when ``new`` is ``old`` with elements appended."""
+        if old is None or old[0] != "msgpack" or new[0] != "msgpack":
+            return None
+        old_split = codec.split_array(old[1])
+        new_split = codec.split_array(new[1])
+        if old_split is None or new_split is None:
+            return None
+        old_count, old_body = old_split
+        new_count, new_body = new_split
+        if new_count <= old_count or not new_body.startswith(old_body):
+            return None
+        tail = new_body[len(old_body) :]
+        added = new_count - old_count
+        parts: builtins.list[bytes] = []
+        refs: builtins.list[Any] = []
+        count = 0
+        for write in DynamoDBSaver._sorted_writes(parent_writes):
+            if write.channel != channel:
+                continue
+            if write.data is None:
+                return [TAIL, added, tail]  # a write in S3: keep the tail inline
+            elements = codec.as_elements((write.type_, write.data))
+            if elements is None:
+                return [TAIL, added, tail]
+            count += elements[0]
+            parts.append(elements[1])
+            refs.extend((write.task_id[:_TASK_REF], write.idx))
+        if count == added and b"".join(parts) == tail:
+            return [FROM_WRITES, added, refs]
+        return [TAIL, added, tail]
+
+    @staticmethod
+    def _written_value(
+        new: Typed, channel: str, parent_writes: builtins.list[StoredWrite]
+    ) -> tuple[builtins.list[Any], str] | None:
+        """A WRITE_VALUE entry when ``new`` is exactly what one parent write stored (a
+        channel set by a write: the graph input, a last-value channel)."""
+        if len(new[1]) < 64:
+            return None  # an inline value is as small as a reference
+        matches = [
+            w
+            for w in parent_writes
+            if w.channel == channel and w.type_ == new[0] and w.data == new[1]
+        ]
+        if len(matches) != 1:
+            return None
+        write = matches[0]
+        return [WRITE_VALUE, write.task_id[:_TASK_REF], write.idx], write.sort_key
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store one task's writes: one PutItem per call (values over the limit go to S3)."""
+        if not writes:
+            return
+        configurable = config["configurable"]
+        thread_id: str = configurable["thread_id"]
+        ns: str = configurable.get("checkpoint_ns", "")
+        checkpoint_id: str = configurable["checkpoint_id"]
+        _check_key_part("task_id", task_id)
+        stored: builtins.list[StoredWrite] = []
+        total = 0
+        for idx, (channel, value) in enumerate(writes):
+            type_, data = self.serde.dumps_typed(value)
+            stored.append(
+                StoredWrite(
+                    task_id=task_id,
+                    task_path=task_path,
+                    idx=WRITES_IDX_MAP.get(channel, idx),
+                    channel=channel,
+                    type_=type_,
+                    data=data,
+                )
+            )
+            total += len(data)
+        first_idx = stored[0].idx
+        for write in sorted(stored, key=lambda w: -len(w.data or b"")):
+            if total <= _ITEM_BUDGET:
+                break
+            assert write.data is not None
+            key = self._s3_key(thread_id, ns, checkpoint_id, f"w{SEP}{task_id}{SEP}{write.idx}")
+            self._s3_put(key, write.data)
+            total -= len(write.data)
+            write.data, write.s3_key = None, key
+        suffix = f"{checkpoint_id}{SEP}{task_id}{SEP}{first_idx}"
+        sort_key = _prefix(ns) + suffix
+        for write in stored:
+            write.sort_key = suffix
+        data = codec.encode_writes(task_path, stored)
+        batch = _WriteBatch(writes=stored)
+        with self._lock:
+            by_checkpoint = self._writes.setdefault((thread_id, ns), OrderedDict())
+            self._writes.move_to_end((thread_id, ns))
+            by_checkpoint.setdefault(checkpoint_id, []).append(batch)
+            while len(by_checkpoint) > 4:
+                by_checkpoint.popitem(last=False)
+            self._trim()
+            state = self._state.get((thread_id, ns))
+            if state is not None:
+                state.window[suffix] = _item_size(thread_id, sort_key, data)
+        item = {
+            _PK: {"S": thread_id},
+            _SK: {"S": sort_key},
+            _DATA: {"B": data},
+            **self._ttl_attr(),
+        }
+        try:
+            if all(w.idx >= 0 for w in stored):
+                # First write wins, as in LangGraph's savers: a re-run task (a retry, a
+                # fork) must not change writes that later checkpoints were rebuilt from.
+                # When an earlier call won, what is stored may differ from this batch, so
+                # nothing may be rebuilt from it (ok stays False).
+                batch.ok = self._put_item(item, only_new=True)
+            else:
+                batch.ok = self._put_item(item)
+        finally:
+            batch.done.set()
+
+    def _remember(self, thread_id: str, ns: str, state: _ThreadState) -> None:
+        """Keep ``state`` as the latest for (thread, ns); caller holds the lock."""
+        self._state[(thread_id, ns)] = state
+        self._state.move_to_end((thread_id, ns))
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self._state) > _CACHED_THREADS:
+            self._state.popitem(last=False)
+        while len(self._writes) > _CACHED_THREADS:
+            self._writes.popitem(last=False)
+
+    def _saved_writes(
+        self, thread_id: str, ns: str, checkpoint_id: str
+    ) -> builtins.list[StoredWrite]:
+        """This saver's writes to a checkpoint that are known to be stored."""
+        with self._lock:
+            by_checkpoint = self._writes.get((thread_id, ns))
+            batches = list(by_checkpoint.get(checkpoint_id, [])) if by_checkpoint else []
+        result: builtins.list[StoredWrite] = []
+        for batch in batches:
+            # A put_writes still in flight: wait for it, the checkpoint may depend on it.
+            if batch.done.wait(timeout=60) and batch.ok:
+                result.extend(batch.writes)
+        return result
+
+    # ---------------------------------------------------- delta channel support
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> dict[str, DeltaChannelHistory]:
+        """Per-channel writes since the nearest stored value, from one ranged read of the
+        namespace rather than one ``get_tuple`` per ancestor (``DeltaChannel`` support)."""
+        if not channels:
+            return {}
+        configurable = config["configurable"]
+        thread_id: str = configurable["thread_id"]
+        ns: str = configurable.get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        prefix = _prefix(ns)
+        upper = prefix + checkpoint_id + _AFTER_SEP if checkpoint_id else None
+        items = _Items(self, thread_id, ns, upper=upper)
+        target = items.latest()
+        collected: dict[str, builtins.list[PendingWrite]] = {c: [] for c in channels}
+        seeds: dict[str, Any] = {}
+        remaining = set(channels)
+        record = items.record(target) if target is not None else None
+        cursor = record.parent if record is not None else None
+        while cursor is not None and remaining:
+            ancestor = items.record(cursor)
+            if ancestor is None:
+                break
+            for write in reversed(self._sorted_writes(items.writes.get(cursor, []))):
+                if write.channel in remaining:
+                    value = self.serde.loads_typed(self._write_value(write))
+                    collected[write.channel].append((write.task_id, write.channel, value))
+            items.ensure_down_to(items.prefix + ancestor.base)
+            ancestor_versions = self._resolve(items, cursor).versions
+            for channel in list(remaining):
+                if channel not in ancestor_versions:
+                    continue
+                typed, _ = self._value(items, cursor, channel)
+                if typed is not None:
+                    seeds[channel] = self.serde.loads_typed(typed)
+                    remaining.discard(channel)
+            cursor = ancestor.parent
+        result: dict[str, DeltaChannelHistory] = {}
+        for channel in channels:
+            entry: DeltaChannelHistory = {"writes": list(reversed(collected[channel]))}
+            if channel in seeds:
+                entry["seed"] = seeds[channel]
+            result[channel] = entry
+        return result
+
+    # ------------------------------------------------------- thread management
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, write and S3 object of a thread."""
+        items = self._all_items(thread_id, projection=True)
+        self._batch_write([{"DeleteRequest": {"Key": {_PK: i[_PK], _SK: i[_SK]}}} for i in items])
+        self._s3_delete_prefix(self._s3_prefix(thread_id))
+        with self._lock:
+            for key in [k for k in self._state if k[0] == thread_id]:
+                del self._state[key]
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint and write of a thread (S3 objects included) to another."""
+        requests: builtins.list[dict[str, Any]] = []
+        for item in self._all_items(source_thread_id):
+            sk = item[_SK]["S"]
+            data = self._copy_s3_refs(item[_DATA]["B"], sk, source_thread_id, target_thread_id)
+            requests.append(
+                {
+                    "PutRequest": {
+                        "Item": {
+                            _PK: {"S": target_thread_id},
+                            _SK: {"S": sk},
+                            _DATA: {"B": data},
+                            **self._ttl_attr(),
+                        }
+                    }
+                }
+            )
+        self._batch_write(requests)
+
+    def _copy_s3_refs(self, data: bytes, sk: str, source: str, target: str) -> bytes:
+        if self.s3 is None:
+            return data
+        old_prefix, new_prefix = self._s3_prefix(source), self._s3_prefix(target)
+
+        def moved(key: str) -> str:
+            new_key = new_prefix + key[len(old_prefix) :]
+            self._s3_copy(key, new_key)
+            return new_key
+
+        rest = sk.partition(SEP)[2]
+        if SEP in rest:
+            task_path, entries = codec.unpack(data)
+            changed = False
+            for e in entries:
+                if len(e) > 4:
+                    e[4] = moved(e[4])
+                    changed = True
+            return codec.pack([task_path, entries]) if changed else data
+        record = CheckpointRecord.decode(data)
+        changed = False
+        for entry in record.blobs.values():
+            if entry[0] == S3_FULL:
+                entry[2] = moved(entry[2])
+                changed = True
+        return record.encode() if changed else data
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``keep_latest``: keep each namespace's latest checkpoint (stored self-contained)
+        and its writes; ``delete``: remove the threads entirely."""
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                self.delete_thread(thread_id)
+                continue
+            keep: set[str] = set()
+            doomed: builtins.list[str] = []
+            for ns in self._namespaces(thread_id):
+                items = _Items(self, thread_id, ns)
+                items.load_all()
+                latest = items.latest()
+                if latest is None:
+                    continue
+                self._rewrite_full(items, latest)
+                prefix = _prefix(ns)
+                kept_prefix = prefix + latest
+                for sk in items.sort_keys:
+                    if sk == kept_prefix or sk.startswith(kept_prefix + SEP):
+                        keep.add(sk)
+                    else:
+                        doomed.append(sk)
+            self._delete_keys(thread_id, doomed)
+            self._s3_delete_prefix(self._s3_prefix(thread_id), keep=self._referenced_s3(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) created by the given runs; later
+        checkpoints that were rebuilt from them are first re-stored self-contained."""
+        if not run_ids:
+            return
+        wanted = set(run_ids)
+        for thread_id, ns in self._scan_groups():
+            items = _Items(self, thread_id, ns)
+            items.load_all()
+            doomed_ids = {
+                cid
+                for cid in items.records
+                if self._resolve(items, cid).metadata.get("run_id") in wanted
+            }
+            if not doomed_ids:
+                continue
+            oldest_doomed = min(doomed_ids)
+            for cid, record in items.records.items():
+                depends = record.base <= max(doomed_ids) and cid > oldest_doomed
+                if cid not in doomed_ids and depends:
+                    self._rewrite_full(items, cid)
+            prefix = _prefix(ns)
+            doomed = [
+                sk for sk in items.sort_keys if sk[len(prefix) :].split(SEP, 1)[0] in doomed_ids
+            ]
+            self._delete_keys(thread_id, doomed)
+            self._s3_delete_prefix(self._s3_prefix(thread_id), keep=self._referenced_s3(thread_id))
+
+    def _rewrite_full(self, items: _Items, checkpoint_id: str) -> None:
+        """Re-store a checkpoint with every value in full, so it depends on no other item."""
+        record = items.records[checkpoint_id]
+        resolved = self._resolve(items, checkpoint_id)
+        blobs: dict[str, builtins.list[Any]] = {}
+        for channel in resolved.versions:
+            typed, _ = self._value(items, checkpoint_id, channel)
+            if typed is None:
+                blobs[channel] = [EMPTY]
+            else:
+                blobs[channel] = [FULL, codec.type_code(typed[0]), typed[1]]
+        self._offload(items.thread_id, items.ns, checkpoint_id + "-full", blobs)
+        full = CheckpointRecord(
+            parent=record.parent,
+            ts=record.ts,
+            v=record.v,
+            channel_versions=resolved.versions,
+            versions_seen=resolved.seen,
+            updated_channels=resolved.updated,
+            metadata=self.serde.dumps_typed(resolved.metadata),
+            base=checkpoint_id,
+            blobs=blobs,
+            extra=record.extra,
+        )
+        self._put_item(
+            {
+                _PK: {"S": items.thread_id},
+                _SK: {"S": items.prefix + checkpoint_id},
+                _DATA: {"B": full.encode()},
+                **self._ttl_attr(),
+            }
+        )
+        with self._lock:
+            self._state.pop((items.thread_id, items.ns), None)
+
+    def _delete_keys(self, thread_id: str, sort_keys: builtins.list[str]) -> None:
+        self._batch_write(
+            [
+                {"DeleteRequest": {"Key": {_PK: {"S": thread_id}, _SK: {"S": sk}}}}
+                for sk in sort_keys
+            ]
+        )
+        with self._lock:
+            for key in [k for k in self._state if k[0] == thread_id]:
+                del self._state[key]
+
+    def _referenced_s3(self, thread_id: str) -> set[str]:
+        if self.s3 is None:
+            return set()
+        keys: set[str] = set()
+        for item in self._all_items(thread_id):
+            sk = item[_SK]["S"]
+            data = item[_DATA]["B"]
+            if SEP in sk.partition(SEP)[2]:
+                _, entries = codec.unpack(data)
+                keys.update(e[4] for e in entries if len(e) > 4)
+            else:
+                record = CheckpointRecord.decode(data)
+                keys.update(e[2] for e in record.blobs.values() if e[0] == S3_FULL)
+        return keys
+
+    # ------------------------------------------------------------ versions
+
+    def get_next_version(self, current: int | str | None, channel: None) -> int:
+        """Plain increasing integers: values are keyed by checkpoint, not by version, so
+        versions need no random suffix to stay unique, and short versions keep items small."""
+        if current is None:
+            return 1
+        if isinstance(current, str):
+            return int(current.split(".")[0]) + 1
+        return int(current) + 1
+
+    # ----------------------------------------------------------------- async
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        iterator = self.list(config, filter=filter, before=before, limit=limit)
+        done = object()
+        while True:
+            item = await asyncio.to_thread(next, iterator, done)
+            if item is done:
+                return
+            yield item  # type: ignore[misc]
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> dict[str, DeltaChannelHistory]:
+        return await asyncio.to_thread(
+            lambda: self.get_delta_channel_history(config=config, channels=channels)
+        )
+
+
+def _uuid6_seconds(checkpoint_id: str) -> float | None:
+    """Creation time (epoch seconds) encoded in a uuid6 checkpoint id, else None."""
+    hex_digits = checkpoint_id.replace("-", "")
+    if len(hex_digits) != 32 or hex_digits[12] != "6":
+        return None
+    try:
+        value = int(hex_digits, 16)
+    except ValueError:
+        return None
+    time_high_mid = value >> 80  # 48 bits
+    time_low = (value >> 64) & 0x0FFF  # 12 bits
+    ticks = (time_high_mid << 12) | time_low  # 100 ns since 1582-10-15
+    return (ticks - 0x01B21DD213814000) / 1e7
+
+
+__all__ = ["DynamoDBSaver"]

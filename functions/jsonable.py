@@ -1,0 +1,56 @@
+"""Turn graph values (LangChain messages, interrupts, dataclasses) into plain JSON data.
+
+Messages become their ``model_dump()`` (``type``, ``content``, ``id``, ...), as the official
+LangGraph server returns them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+
+def interrupt_to_api(interrupt: Any) -> dict[str, Any]:
+    """A langgraph ``Interrupt`` as the SDK's ``Interrupt`` (``value``, ``id``)."""
+    data: dict[str, Any] = {"value": to_jsonable(interrupt.value), "id": interrupt.id}
+    schema = getattr(interrupt, "response_schema", None)
+    if schema is not None:
+        data["response_schema"] = to_jsonable(schema)
+    return data
+
+
+def to_jsonable(value: Any) -> Any:
+    # Recognised by name so that shaping JSON does not import langgraph on the API's cold path.
+    if type(value).__name__ == "Interrupt" and type(value).__module__.startswith("langgraph"):
+        return interrupt_to_api(value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump):
+        return to_jsonable(model_dump())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (UUID, Enum)):
+        return str(value.value if isinstance(value, Enum) else value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    # Anything else (custom objects in state) is shown, not dropped.
+    return repr(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), separators=(",", ":"))
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    return default if text is None else json.loads(text)

@@ -1,0 +1,121 @@
+"""Request bodies of the LangGraph-Platform-shaped API (field names as ``langgraph_sdk`` sends).
+
+Unknown fields the SDK may send (``stream_mode``, ``durability``, ...) are accepted and
+ignored; fields we cannot honour are rejected with 422 where silently ignoring them would
+mislead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.resources import Priority
+
+MultitaskStrategy = Literal["reject", "interrupt", "rollback", "enqueue"]
+CancelAction = Literal["interrupt", "rollback"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ThreadCreate(_Body):
+    thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+    metadata: dict[str, Any] | None = None
+    if_exists: Literal["raise", "do_nothing"] = "raise"
+    ttl: Any = None
+
+
+class ThreadPatch(_Body):
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    ttl: Any = None
+
+
+class ThreadSearch(_Body):
+    metadata: dict[str, Any] | None = None
+    values: dict[str, Any] | None = None
+    ids: list[str] | None = None
+    status: Literal["idle", "busy", "interrupted", "error"] | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    sort_by: Literal["thread_id", "status", "created_at", "updated_at"] | None = None
+    sort_order: Literal["asc", "desc"] | None = None
+
+
+class RunCommand(_Body):
+    resume: Any = None
+    update: Any = None
+    goto: Any = None
+
+
+class CheckpointRef(_Body):
+    thread_id: str | None = None
+    checkpoint_ns: str = ""
+    checkpoint_id: str | None = None
+
+
+class RunCreate(_Body):
+    assistant_id: str = Field(min_length=1)
+    input: Any = None
+    command: RunCommand | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    checkpoint: CheckpointRef | None = None
+    checkpoint_id: str | None = None
+    interrupt_before: Any = None
+    interrupt_after: Any = None
+    webhook: str | None = None
+    multitask_strategy: MultitaskStrategy = "enqueue"
+    if_not_exists: Literal["create", "reject"] = "reject"
+    # Start the run this many seconds later (SQS DelaySeconds caps it at 15 minutes).
+    after_seconds: int | None = Field(default=None, ge=0, le=900)
+    # Extension: which step queue carries the run.
+    priority: Priority = "normal"
+
+    def start_checkpoint_id(self) -> str | None:
+        if self.checkpoint_id:
+            return self.checkpoint_id
+        return self.checkpoint.checkpoint_id if self.checkpoint else None
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """What the worker needs to start the run, stored on the run record."""
+        kwargs: dict[str, Any] = {
+            "input": self.input,
+            "command": self.command.model_dump(exclude_none=True) if self.command else None,
+            "config": self.config or {},
+            "context": self.context or {},
+            "checkpoint_id": self.start_checkpoint_id(),
+            "webhook": self.webhook,
+            "after_seconds": self.after_seconds or 0,
+        }
+        return kwargs
+
+
+class StateUpdate(_Body):
+    values: Any = None
+    as_node: str | None = None
+    checkpoint: CheckpointRef | None = None
+    checkpoint_id: str | None = None
+
+
+class StateAtCheckpoint(_Body):
+    checkpoint: CheckpointRef
+    subgraphs: bool = False
+
+
+class HistoryQuery(_Body):
+    limit: int = Field(default=10, ge=1, le=1000)
+    before: CheckpointRef | str | None = None
+    metadata: dict[str, Any] | None = None
+    checkpoint: CheckpointRef | None = None
+
+
+class AssistantSearch(_Body):
+    graph_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    name: str | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)

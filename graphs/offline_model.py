@@ -1,0 +1,88 @@
+"""A deterministic chat model for running graphs without model credentials.
+
+The same conversation always gives the same reply, so tests, the local stack and benchmarks
+are reproducible and cost nothing. It understands two kinds of prompts, told apart by the
+system message: a *classifier* prompt (answers with one route label by keyword) and any
+other prompt (answers with a canned reply naming the specialist that system message sets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+CLASSIFIER_MARKER = "[classify]"
+
+# Keyword routing as the issue specifies; order matters only when keywords of two routes mix.
+ROUTE_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "cancel": ("cancel my account", "close my account", "delete my account", "cancel account"),
+    "billing": ("charge", "invoice", "refund", "payment", "subscription"),
+    "technical": ("error", "crash", "bug", "timeout", "connection"),
+}
+
+SPECIALIST_REPLIES: dict[str, str] = {
+    "billing": "Billing here: I have looked at your account and will sort out the charge.",
+    "technical": "Technical support here: please try again; I have logged the problem for our engineers.",
+    "general": "Thanks for reaching out! Happy to help with anything else you need.",
+}
+
+
+def classify_text(text: str) -> str:
+    """Route label for a user message: cancel, billing, technical or general."""
+    lowered = text.lower()
+    for route, keywords in ROUTE_KEYWORDS.items():
+        if any(keyword in lowered for keyword in keywords):
+            return route
+    return "general"
+
+
+def _last_human_text(messages: Sequence[BaseMessage]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return str(message.content)
+    return ""
+
+
+def _system_text(messages: Sequence[BaseMessage]) -> str:
+    return " ".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
+
+
+class OfflineChatModel(BaseChatModel):
+    """Keyword-routing chat model; no network, no randomness."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "lambdagraph-offline"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        system = _system_text(messages)
+        user_text = _last_human_text(messages)
+        if CLASSIFIER_MARKER in system:
+            reply = classify_text(user_text)
+        else:
+            specialist = next((s for s in SPECIALIST_REPLIES if f"[{s}]" in system), "general")
+            reply = SPECIALIST_REPLIES[specialist]
+        message = AIMessage(content=reply, usage_metadata=_usage(messages, reply))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _usage(messages: Sequence[BaseMessage], reply: str) -> Any:
+    # Token counts are word counts: deterministic and good enough for budget tests.
+    input_tokens = sum(len(str(m.content).split()) for m in messages)
+    output_tokens = len(reply.split())
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }

@@ -1,0 +1,12 @@
+"""System prompts. The bracketed tags let the offline model tell the prompts apart."""
+
+CLASSIFY = (
+    "[classify] You route customer-support messages. Answer with exactly one word: "
+    "billing, technical, general, or cancel (the customer wants to close their account)."
+)
+
+SPECIALISTS: dict[str, str] = {
+    "billing": "[billing] You are a billing specialist. Resolve charges, invoices and refunds.",
+    "technical": "[technical] You are a technical support engineer. Help with errors and outages.",
+    "general": "[general] You are a friendly general support agent.",
+}

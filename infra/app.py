@@ -1,0 +1,69 @@
+"""The CDK app: ``cdk synth`` / ``cdk deploy`` run ``python -m infra.app`` (see cdk.json).
+
+Context parameters (``-c name=value``): ``ttlDays`` (default 30, 0 = keep forever),
+``logLevel`` (INFO), ``alarmEmail`` (unset = alarms without notifications), ``retainData``
+(true: tables and bucket survive ``cdk destroy``), ``stackName`` (LambdaGraph).
+cdk-nag's AwsSolutions pack runs as a CDK validation plugin: an unacknowledged finding fails synth.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import App, Environment, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from infra.bundling import build_asset
+from infra.stack import LambdaGraphStack, StackConfig
+
+DEFAULT_STACK_NAME = "LambdaGraph"
+
+
+def config_from_context(app: App, asset_dir: Path) -> StackConfig:
+    def ctx(name: str, default: Any) -> Any:
+        value = app.node.try_get_context(name)
+        return default if value is None else value
+
+    email = ctx("alarmEmail", "") or None
+    return StackConfig(
+        asset_dir=asset_dir,
+        ttl_days=int(ctx("ttlDays", 30)),
+        log_level=str(ctx("logLevel", "INFO")),
+        alarm_email=str(email) if email else None,
+        retain_data=str(ctx("retainData", "true")).lower() != "false",
+    )
+
+
+def build_app(
+    asset_dir: Path, *, context: dict[str, Any] | None = None, outdir: str | None = None
+) -> tuple[App, LambdaGraphStack]:
+    """The app with its one stack and cdk-nag attached (tests call this with a small asset)."""
+    app = App(context=context or {}, outdir=outdir)
+    stack = LambdaGraphStack(
+        app,
+        str(app.node.try_get_context("stackName") or DEFAULT_STACK_NAME),
+        config=config_from_context(app, asset_dir),
+        description="lambdagraph: LangGraph agents on API Gateway, SQS, Lambda and DynamoDB",
+        env=Environment(
+            account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
+            region=os.environ.get("CDK_DEFAULT_REGION"),
+        ),
+    )
+    attach_nag(app)
+    return app, stack
+
+
+def attach_nag(app: App) -> None:
+    """Run cdk-nag's AwsSolutions pack in synthesis: a finding not acknowledged fails it."""
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+
+
+def main() -> None:
+    app, _stack = build_app(build_asset())
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

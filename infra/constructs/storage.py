@@ -1,0 +1,96 @@
+"""Checkpoint and runtime tables, and the bucket for large checkpoint payloads.
+
+Tables come from the ``TableSpec``s in ``functions.resources`` (the local stack reads the same
+specs): on-demand, point-in-time recovery, TTL, encryption with the AWS-managed KMS key.
+The bucket keeps payloads a little longer than the items that point at them.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from functions.resources import CHECKPOINT_TABLE, PAYLOAD_BUCKET, RUNTIME_TABLE, TableSpec
+from infra.constructs.nag import acknowledge
+
+# DynamoDB deletes expired items within a few days, not at once; payloads outlive their
+# items by this margin so no readable checkpoint points at a deleted object.
+PAYLOAD_GRACE_DAYS = 2
+
+
+class Storage(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, ttl_days: int, removal: RemovalPolicy
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.checkpoint_table = _table(self, CHECKPOINT_TABLE, removal)
+        self.runtime_table = _table(self, RUNTIME_TABLE, removal)
+        lifecycle = [
+            s3.LifecycleRule(
+                id="AbortUploads", abort_incomplete_multipart_upload_after=Duration.days(1)
+            )
+        ]
+        if ttl_days > 0:
+            lifecycle.append(
+                s3.LifecycleRule(
+                    id="MatchTtl", expiration=Duration.days(ttl_days + PAYLOAD_GRACE_DAYS)
+                )
+            )
+        self.payload_bucket = s3.Bucket(
+            self,
+            PAYLOAD_BUCKET.logical_id,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=lifecycle,
+            removal_policy=removal,
+            auto_delete_objects=False,
+        )
+        acknowledge(
+            self.payload_bucket,
+            {
+                "AwsSolutions-S1": (
+                    "Payload objects are written and read only by the functions, whose calls "
+                    "X-Ray traces; server access logs would add a second bucket and cost for no reader."
+                ),
+            },
+        )
+
+
+def _table(scope: Construct, spec: TableSpec, removal: RemovalPolicy) -> dynamodb.Table:
+    table = dynamodb.Table(
+        scope,
+        spec.logical_id,
+        partition_key=dynamodb.Attribute(
+            name=spec.partition_key, type=dynamodb.AttributeType.STRING
+        ),
+        sort_key=(
+            dynamodb.Attribute(name=spec.sort_key, type=dynamodb.AttributeType.STRING)
+            if spec.sort_key
+            else None
+        ),
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        encryption=dynamodb.TableEncryption.AWS_MANAGED,
+        time_to_live_attribute=spec.ttl_attribute,
+        removal_policy=removal,
+    )
+    for index in spec.global_indexes:
+        table.add_global_secondary_index(
+            index_name=index.name,
+            partition_key=dynamodb.Attribute(
+                name=index.partition_key, type=dynamodb.AttributeType.STRING
+            ),
+            sort_key=(
+                dynamodb.Attribute(name=index.sort_key, type=dynamodb.AttributeType.STRING)
+                if index.sort_key
+                else None
+            ),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
+    return table

@@ -1,0 +1,294 @@
+"""Serve a Lambda API handler over real HTTP, as API Gateway (REST API, proxy integration) does.
+
+Each request becomes a v1 proxy event; the handler's response dict becomes the HTTP
+response. The adapter enforces nothing the API itself owns (auth, validation, the 1 MiB
+body limit): it only refuses bodies no API Gateway would pass on (over 10 MiB, 413) and,
+like API Gateway, answers 502 when the handler raises.
+
+Powertools' REST resolver keeps the current event in a class attribute, so one handler
+must not run two events at once in one process -- exactly as one Lambda execution
+environment never does. The adapter therefore hands the handler one event at a time. A
+``join`` or ``runs/wait`` holds the API while it waits (up to the API's join timeout);
+steps keep running meanwhile, because the pollers call the step worker directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from infra.local.lambda_context import ACCOUNT_ID, LocalLambdaContext
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+STAGE = "local"
+
+
+class ApiGatewayServer:
+    """A threading HTTP server that turns requests into API Gateway events for ``handler``."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        region: str = "us-east-1",
+        function_name: str = "lambdagraph-api",
+        timeout_s: float = 29.0,
+    ) -> None:
+        self._handler = handler
+        self._region = region
+        self._function_name = function_name
+        self._timeout_s = timeout_s
+        self._one_at_a_time = threading.Lock()
+        self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="api-gateway"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Run the handler on one event (one at a time, as one Lambda environment does)."""
+        context = LocalLambdaContext(self._function_name, self._timeout_s, region=self._region)
+        with self._one_at_a_time:
+            result = self._handler(event, context)
+        if not isinstance(result, dict) or "statusCode" not in result:
+            raise TypeError(f"API handler returned {type(result).__name__} without a statusCode")
+        return result
+
+
+def build_event(
+    *,
+    method: str,
+    raw_path: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    source_ip: str,
+    host: str,
+) -> dict[str, Any]:
+    """An API Gateway REST (v1) proxy event, as a ``{proxy+}`` resource on stage ``local`` sends it."""
+    split = urlsplit(raw_path)
+    path = split.path or "/"
+    single_headers: dict[str, str] = {}
+    multi_headers: dict[str, list[str]] = {}
+    for name, value in headers:
+        single_headers[name] = value
+        multi_headers.setdefault(name, []).append(value)
+    query = parse_qsl(split.query, keep_blank_values=True)
+    single_query: dict[str, str] = {}
+    multi_query: dict[str, list[str]] = {}
+    for name, value in query:
+        single_query[name] = value
+        multi_query.setdefault(name, []).append(value)
+    text, is_base64 = _event_body(body, single_headers)
+    now = datetime.now(UTC)
+    lowered = {name.lower(): value for name, value in single_headers.items()}
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": single_headers or None,
+        "multiValueHeaders": multi_headers or None,
+        "queryStringParameters": single_query or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": ACCOUNT_ID,
+            "apiId": "local",
+            "resourceId": "proxy",
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": f"/{STAGE}{path}",
+            "stage": STAGE,
+            "protocol": "HTTP/1.1",
+            "requestId": str(uuid.uuid4()),
+            "extendedRequestId": str(uuid.uuid4()),
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "domainName": host,
+            "domainPrefix": host.split(".")[0].split(":")[0],
+            "identity": {
+                "sourceIp": source_ip,
+                "userAgent": lowered.get("user-agent"),
+                "apiKey": lowered.get("x-api-key"),
+                "accountId": None,
+                "caller": None,
+                "user": None,
+                "userArn": None,
+                "cognitoIdentityId": None,
+                "cognitoIdentityPoolId": None,
+                "cognitoAuthenticationType": None,
+                "cognitoAuthenticationProvider": None,
+                "accessKey": None,
+            },
+        },
+        "body": text,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def _event_body(body: bytes, headers: dict[str, str]) -> tuple[str | None, bool]:
+    if not body:
+        return None, False
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    textual = not content_type or any(
+        marker in content_type.lower() for marker in ("json", "text", "xml", "form-urlencoded")
+    )
+    if textual:
+        try:
+            return body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            # Not valid UTF-8 after all: pass it on untouched, as binary media would be.
+            pass
+    return base64.b64encode(body).decode("ascii"), True
+
+
+def response_parts(result: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body bytes of a proxy integration response."""
+    status = int(result["statusCode"])
+    headers: list[tuple[str, str]] = []
+    multi = result.get("multiValueHeaders") or {}
+    for name, values in multi.items():
+        headers += [(name, str(value)) for value in values]
+    for name, value in (result.get("headers") or {}).items():
+        # As API Gateway does, multiValueHeaders win when both name the same header.
+        if name.lower() not in {n.lower() for n in multi}:
+            headers.append((name, str(value)))
+    raw = result.get("body") or ""
+    body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode("utf-8")
+    return status, headers, body
+
+
+def _make_request_handler(server: ApiGatewayServer) -> type[BaseHTTPRequestHandler]:
+    class RequestHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "lambdagraph-local"
+
+        def do_GET(self) -> None:
+            self._proxy()
+
+        do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            # _proxy logs each request itself, with its duration.
+            return
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # Only errors http.server reports itself (malformed request lines) get here.
+            log.warning("%s - %s", self.address_string(), format % args)
+
+        def _proxy(self) -> None:
+            started = time.perf_counter()
+            body = self._read_body()
+            if body is None:
+                return
+            event = build_event(
+                method=self.command,
+                raw_path=self.path,
+                headers=list(self.headers.items()),
+                body=body,
+                source_ip=self.client_address[0],
+                host=self.headers.get("Host", "127.0.0.1"),
+            )
+            try:
+                status, headers, payload = response_parts(server.invoke(event))
+            except Exception:
+                # API Gateway answers a failed integration with 502; the traceback goes to the log.
+                log.exception("API handler failed on %s %s", self.command, self.path)
+                self._send_json(HTTPStatus.BAD_GATEWAY, {"message": "Internal server error"})
+                return
+            self._send(status, headers, payload)
+            log.info(
+                "%s %s -> %d (%.0f ms)",
+                self.command,
+                self.path,
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+        def _read_body(self) -> bytes | None:
+            """The request body, or None once an error response has been sent."""
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return self._read_chunked()
+            length_header = self.headers.get("Content-Length", "0") or "0"
+            if not length_header.isdigit():
+                self._send_json(HTTPStatus.BAD_REQUEST, {"detail": "Invalid Content-Length"})
+                return None
+            length = int(length_header)
+            if length > MAX_BODY_BYTES:
+                self._too_large()
+                return None
+            return self.rfile.read(length)
+
+        def _read_chunked(self) -> bytes | None:
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    # Trailers end with an empty line.
+                    while self.rfile.readline().strip():
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_BODY_BYTES:
+                    self._too_large()
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+
+        def _too_large(self) -> None:
+            self.close_connection = True
+            self._send_json(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"detail": f"Request body over {MAX_BODY_BYTES} bytes"},
+            )
+
+        def _send_json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
+            body = json.dumps(payload).encode("utf-8")
+            self._send(int(status), [("Content-Type", "application/json")], body)
+
+        def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+    return RequestHandler

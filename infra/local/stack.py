@@ -1,0 +1,352 @@
+"""The local stack: moto as AWS, the real handlers, pollers for the queues, the API over HTTP.
+
+``LocalStack`` is what ``make run`` (``python -m infra.local``) starts, and what tests and
+benchmarks start in-process::
+
+    with LocalStack(port=0) as stack:
+        client = get_sync_client(url=stack.url)
+
+Start-up order matters: the environment (moto endpoint, resource names) is set before the
+handler modules are imported, because functions read their settings once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import boto3
+
+from functions.resources import (
+    API_FUNCTION,
+    HOUSEKEEPING_FUNCTION,
+    METRICS_NAMESPACE,
+    PRIORITIES,
+    SERVICE_NAME,
+    STEP_QUEUES,
+    STEP_WORKER_FUNCTION,
+    FunctionSpec,
+    local_name,
+)
+from infra.local.api_gateway import ApiGatewayServer
+from infra.local.lambda_context import ACCOUNT_ID, LocalLambdaContext
+from infra.local.pollers import PolledQueue, QueuePollers, moto_peek
+from infra.local.resources import CreatedResources, create_resources
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+DEFAULT_PORT = 8000
+REGION = "us-east-1"
+
+# Set for the handlers unless the user chose otherwise (traces need an X-Ray daemon,
+# EMF metrics are noise on a terminal).
+_DEFAULT_ENV = {
+    "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+    "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
+
+
+def load_handler(spec: FunctionSpec) -> Handler:
+    """The callable a FunctionSpec's handler string names (``module.attribute``)."""
+    module_name, _, attribute = spec.handler.rpartition(".")
+    handler: Handler = getattr(importlib.import_module(module_name), attribute)
+    return handler
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
+
+
+class LocalStack:
+    """moto + resources + pollers + API adapter, started and stopped as one."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        moto_port: int | None = None,
+        host: str = "127.0.0.1",
+        workers: int | None = None,
+        housekeeping_interval_s: float = 30.0,
+        retry_delay_s: int = 1,
+        api_handler: Handler | None = None,
+        step_handler: Handler | None = None,
+        housekeeping_handler: Handler | None = None,
+        readable_logs: bool = False,
+    ) -> None:
+        self._host = host
+        self._port = port if port is not None else _env_int("LAMBDAGRAPH_PORT", DEFAULT_PORT)
+        self._moto_port = (
+            moto_port if moto_port is not None else _env_int("LAMBDAGRAPH_MOTO_PORT", 0)
+        )
+        # A few workers: they share one interpreter, so more add contention, not speed.
+        self._workers = workers if workers is not None else _env_int("LAMBDAGRAPH_LOCAL_WORKERS", 3)
+        self._housekeeping_interval_s = housekeeping_interval_s
+        self._retry_delay_s = retry_delay_s
+        self._handlers = {
+            "api": api_handler,
+            "step": step_handler,
+            "housekeeping": housekeeping_handler,
+        }
+        self._readable_logs = readable_logs
+        self._moto: Any = None
+        self._api: ApiGatewayServer | None = None
+        self._pollers: QueuePollers | None = None
+        self._housekeeping: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._saved_env: dict[str, str | None] = {}
+        self.resources: CreatedResources | None = None
+        self.moto_url = ""
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            # Leave nothing half-started behind (threads, ports, environment).
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        # moto's request log would drown the stack's own; its errors still show.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._moto = ThreadedMotoServer(ip_address=self._host, port=self._moto_port, verbose=False)
+        self._moto.start()
+        moto_host, moto_port = self._moto.get_host_and_port()
+        self.moto_url = f"http://{moto_host}:{moto_port}"
+        self._set_env(self._aws_env())
+        self.resources = create_resources(self.moto_url, REGION)
+        self._set_env(self.resources.env)
+        self._refresh_settings()
+
+        api = self._handlers["api"] or load_handler(API_FUNCTION)
+        step = self._handlers["step"] or load_handler(STEP_WORKER_FUNCTION)
+        housekeeping = self._handlers["housekeeping"]
+        if housekeeping is None and self._housekeeping_interval_s > 0:
+            housekeeping = load_handler(HOUSEKEEPING_FUNCTION)
+        if self._readable_logs:
+            from infra.local.logs import use_readable_powertools_logs
+
+            use_readable_powertools_logs()
+
+        self._pollers = QueuePollers(
+            self.step_queues(),
+            step,
+            sqs_client=self.client("sqs"),
+            region=REGION,
+            workers=self._workers,
+            function_name=local_name(STEP_WORKER_FUNCTION.logical_id),
+            timeout_s=STEP_WORKER_FUNCTION.timeout_s,
+            retry_delay_s=self._retry_delay_s,
+            peek=moto_peek(REGION),
+        )
+        self._pollers.start()
+        self._api = ApiGatewayServer(
+            api,
+            host=self._host,
+            port=self._port,
+            region=REGION,
+            function_name=local_name(API_FUNCTION.logical_id),
+            timeout_s=API_FUNCTION.timeout_s,
+        )
+        self._api.start()
+        if housekeeping is not None:
+            self._housekeeping = threading.Thread(
+                target=self._run_housekeeping,
+                args=(housekeeping,),
+                name="housekeeping",
+                daemon=True,
+            )
+            self._housekeeping.start()
+
+    def stop(self) -> None:
+        """Stop taking requests, finish the steps in progress, stop moto, restore the environment."""
+        self._stopping.set()
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
+        if self._pollers is not None:
+            self._pollers.stop()
+            self._pollers = None
+        if self._housekeeping is not None:
+            self._housekeeping.join(5.0)
+            self._housekeeping = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        self._restore_env()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- what callers use --------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._api is None:
+            raise RuntimeError("the stack is not running")
+        return self._api.url
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the stack's moto server (fake credentials)."""
+        return boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        ).client(service, endpoint_url=self.moto_url)  # type: ignore[call-overload]
+
+    def pause_steps(self) -> None:
+        """Leave step messages on their queues until ``resume_steps()`` (to build a backlog)."""
+        if self._pollers is None:
+            raise RuntimeError("the stack is not running")
+        self._pollers.pause()
+
+    def resume_steps(self) -> None:
+        if self._pollers is None:
+            raise RuntimeError("the stack is not running")
+        self._pollers.resume()
+
+    def step_queues(self) -> list[PolledQueue]:
+        """The step queues in priority order (high first), as the pollers read them."""
+        if self.resources is None:
+            raise RuntimeError("the stack is not running")
+        queues = []
+        for priority in PRIORITIES:
+            created = self.resources.queues[local_name(STEP_QUEUES[priority].logical_id)]
+            queues.append(
+                PolledQueue(
+                    label=priority,
+                    name=created.name,
+                    url=created.url,
+                    arn=created.arn,
+                    batch_size=created.spec.batch_size,
+                )
+            )
+        return queues
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _aws_env(self) -> dict[str, str]:
+        env = {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            # Fake credentials on purpose: nothing the stack runs may reach real AWS.
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "",
+            "AWS_PROFILE": "",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }
+        for name, value in _DEFAULT_ENV.items():
+            env[name] = os.environ.get(name, value)
+        return env
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            if value:
+                os.environ[name] = value
+            else:
+                os.environ.pop(name, None)
+
+    def _restore_env(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+        self._refresh_settings()
+
+    @staticmethod
+    def _refresh_settings() -> None:
+        # Settings are parsed once per process; re-read them now that the environment moved.
+        from functions.settings import get_settings
+
+        get_settings.cache_clear()
+
+    def _run_housekeeping(self, handler: Handler) -> None:
+        function_name = local_name(HOUSEKEEPING_FUNCTION.logical_id)
+        while not self._stopping.wait(self._housekeeping_interval_s):
+            context = LocalLambdaContext(
+                function_name, HOUSEKEEPING_FUNCTION.timeout_s, region=REGION
+            )
+            try:
+                result = handler(scheduled_event(), context)
+            except Exception:
+                # As a scheduled Lambda would: report the failure, run again next time.
+                log.exception("housekeeping failed")
+                continue
+            log.debug("housekeeping: %s", result)
+
+
+def scheduled_event() -> dict[str, Any]:
+    """The EventBridge event a schedule rule sends."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/lambdagraph-housekeeping"],
+        "detail": {},
+    }
+
+
+@contextmanager
+def running_stack(**options: Any) -> Iterator[LocalStack]:
+    """``LocalStack(**options)`` for the duration of a ``with`` block."""
+    stack = LocalStack(**options).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def wait_until_ok(url: str, timeout_s: float = 30.0) -> float:
+    """Seconds until ``GET {url}/ok`` answers 200 (raises TimeoutError after ``timeout_s``)."""
+    import urllib.error
+    import urllib.request
+
+    started = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/ok", timeout=1.0) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            # Not listening yet (or still importing): try again shortly.
+            pass
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"{url}/ok did not answer within {timeout_s} s")
+        time.sleep(0.02)

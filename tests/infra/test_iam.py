@@ -1,0 +1,119 @@
+"""GIVEN the synthesized stack THEN each function's role reaches only the resources it uses,
+with no wildcard action and no `*` resource except where AWS offers no scoping (X-Ray)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from functions.resources import API_FUNCTION, HOUSEKEEPING_FUNCTION, STEP_WORKER_FUNCTION
+from tests.infra.conftest import Synth
+
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+
+# AWS offers no resource-level permissions for these.
+UNSCOPED_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(synth: Synth) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (logical_id, statement)
+        for logical_id, policy in synth.resources("AWS::IAM::Policy").items()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def _role_statements(synth: Synth, handler: str) -> list[dict[str, Any]]:
+    """Allow statements of the inline policies attached to the role of ``handler``'s function."""
+    (fn,) = [
+        f
+        for f in synth.resources("AWS::Lambda::Function").values()
+        if f["Properties"]["Handler"] == handler
+    ]
+    role_id = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+    return [
+        statement
+        for policy in synth.resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Allow"
+    ]
+
+
+def _grants(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """action -> logical ids of the resources it is allowed on (`*` kept as is)."""
+    granted: dict[str, set[str]] = {}
+    for statement in statements:
+        resources = {_resource_id(r) for r in _as_list(statement["Resource"])}
+        for action in _as_list(statement["Action"]):
+            granted.setdefault(action, set()).update(resources)
+    return granted
+
+
+def _resource_id(resource: Any) -> str:
+    if resource == "*":
+        return "*"
+    text = json.dumps(resource)
+    # {"Fn::GetAtt": [id, "Arn"]} or a Join around it (index ARNs, bucket objects).
+    marker = '"Fn::GetAtt": ["'
+    start = text.index(marker) + len(marker)
+    return text[start : text.index('"', start)]
+
+
+def test_no_policy_grants_a_wildcard_action(synth: Synth) -> None:
+    for logical_id, statement in _statements(synth):
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action, f"{logical_id}: {action}"
+
+
+def test_only_xray_is_granted_on_every_resource(synth: Synth) -> None:
+    for logical_id, statement in _statements(synth):
+        if "*" in _as_list(statement["Resource"]):
+            assert set(_as_list(statement["Action"])) <= UNSCOPED_ACTIONS, logical_id
+
+
+def test_worker_reaches_its_tables_bucket_and_queues_only(synth: Synth) -> None:
+    stack = synth.stack
+    granted = _grants(_role_statements(synth, STEP_WORKER_FUNCTION.handler))
+    tables = {
+        synth.logical_id(stack.storage.runtime_table),
+        synth.logical_id(stack.storage.checkpoint_table),
+    }
+    queues = {synth.logical_id(q) for q in stack.queues.queues.values()}
+
+    assert granted["dynamodb:PutItem"] == tables
+    assert granted["dynamodb:UpdateItem"] == tables
+    assert granted["s3:PutObject"] == {synth.logical_id(stack.storage.payload_bucket)}
+    assert granted["sqs:SendMessage"] == queues
+    assert granted["sqs:ReceiveMessage"] == queues  # the event source mappings
+    assert granted["sqs:DeleteMessage"] == queues
+    assert not any(action.startswith(("kms:", "iam:", "lambda:")) for action in granted)
+
+
+def test_api_enqueues_steps_but_never_consumes_them(synth: Synth) -> None:
+    stack = synth.stack
+    granted = _grants(_role_statements(synth, API_FUNCTION.handler))
+    assert granted["sqs:SendMessage"] == {synth.logical_id(q) for q in stack.queues.queues.values()}
+    assert "sqs:ReceiveMessage" not in granted
+    assert "sqs:DeleteMessage" not in granted
+    assert granted["dynamodb:Query"] == {
+        synth.logical_id(stack.storage.runtime_table),
+        synth.logical_id(stack.storage.checkpoint_table),
+    }
+
+
+def test_housekeeping_touches_only_runtime_records_and_step_queues(synth: Synth) -> None:
+    stack = synth.stack
+    granted = _grants(_role_statements(synth, HOUSEKEEPING_FUNCTION.handler))
+    runtime = {synth.logical_id(stack.storage.runtime_table)}
+    dynamodb = {action for action in granted if action.startswith("dynamodb:")}
+    assert all(granted[action] == runtime for action in dynamodb)
+    assert granted["sqs:SendMessage"] == {synth.logical_id(q) for q in stack.queues.queues.values()}
+    assert not any(action.startswith("s3:") for action in granted)
+    assert "sqs:ReceiveMessage" not in granted

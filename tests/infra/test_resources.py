@@ -1,0 +1,438 @@
+"""GIVEN the synthesized stack WHEN we read its template THEN every part of the run path is there,
+configured from the shared definitions in functions/resources.py."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match
+
+from functions.resources import (
+    ALARM_OLDEST_MESSAGE_AGE_S,
+    ALARM_STEP_DURATION_P95_MS,
+    API_FUNCTION,
+    API_THROTTLE_BURST,
+    API_THROTTLE_RATE_RPS,
+    CHECKPOINT_TABLE,
+    HOUSEKEEPING_FUNCTION,
+    HOUSEKEEPING_RATE_MINUTES,
+    LOG_RETENTION_DAYS,
+    METRIC_QUEUE_WAIT,
+    METRIC_STEP_DURATION,
+    METRIC_STEPS,
+    METRICS_NAMESPACE,
+    PRIORITIES,
+    RUN_FINAL_STATUSES,
+    RUNTIME_TABLE,
+    SERVICE_NAME,
+    STEP_QUEUES,
+    STEP_WORKER_FUNCTION,
+    TableSpec,
+    run_status_metric,
+)
+from functions.settings import Settings
+from infra.constructs.storage import PAYLOAD_GRACE_DAYS
+from tests.infra.conftest import ALARM_EMAIL, TTL_DAYS, Synth
+
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+
+FUNCTION_SPECS = (API_FUNCTION, STEP_WORKER_FUNCTION, HOUSEKEEPING_FUNCTION)
+
+
+def _functions(synth: Synth) -> dict[str, dict[str, Any]]:
+    return synth.resources("AWS::Lambda::Function")
+
+
+def _function_by_handler(synth: Synth, handler: str) -> tuple[str, dict[str, Any]]:
+    matches = [
+        (logical_id, fn)
+        for logical_id, fn in _functions(synth).items()
+        if fn["Properties"]["Handler"] == handler
+    ]
+    assert len(matches) == 1, f"expected one function with handler {handler}"
+    return matches[0]
+
+
+def _alias_of(synth: Synth, function_id: str) -> str:
+    aliases = [
+        logical_id
+        for logical_id, alias in synth.resources("AWS::Lambda::Alias").items()
+        if alias["Properties"]["FunctionName"] == {"Ref": function_id}
+    ]
+    assert len(aliases) == 1
+    return aliases[0]
+
+
+# --- storage -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", [CHECKPOINT_TABLE, RUNTIME_TABLE], ids=lambda s: s.logical_id)
+def test_table_follows_its_shared_spec(synth: Synth, spec: TableSpec) -> None:
+    # GIVEN the shared TableSpec
+    key_schema = [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
+    if spec.sort_key:
+        key_schema.append({"AttributeName": spec.sort_key, "KeyType": "RANGE"})
+    indexes = [
+        Match.object_like(
+            {
+                "IndexName": index.name,
+                "KeySchema": [
+                    {"AttributeName": index.partition_key, "KeyType": "HASH"},
+                    *(
+                        [{"AttributeName": index.sort_key, "KeyType": "RANGE"}]
+                        if index.sort_key
+                        else []
+                    ),
+                ],
+            }
+        )
+        for index in spec.global_indexes
+    ]
+    # THEN a table has exactly its keys, on-demand billing, PITR, TTL and KMS encryption
+    synth.template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "KeySchema": key_schema,
+            "BillingMode": "PAY_PER_REQUEST",
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "TimeToLiveSpecification": {"AttributeName": spec.ttl_attribute, "Enabled": True},
+            "SSESpecification": {"SSEEnabled": True},  # the AWS-managed KMS key
+            "GlobalSecondaryIndexes": indexes if indexes else Match.absent(),
+        },
+    )
+
+
+def test_tables_and_bucket_are_retained_by_default(synth: Synth) -> None:
+    for kind in ("AWS::DynamoDB::Table", "AWS::S3::Bucket"):
+        for logical_id, resource in synth.resources(kind).items():
+            assert resource.get("DeletionPolicy") == "Retain", logical_id
+
+
+def test_payload_bucket_is_private_tls_only_and_expires_after_the_ttl(synth: Synth) -> None:
+    synth.template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "BucketEncryption": Match.any_value(),
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"ExpirationInDays": TTL_DAYS + PAYLOAD_GRACE_DAYS, "Status": "Enabled"}
+                        )
+                    ]
+                )
+            },
+        },
+    )
+    synth.template.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {"PolicyDocument": {"Statement": Match.array_with([_deny_insecure()])}},
+    )
+
+
+def _deny_insecure() -> Any:
+    return Match.object_like(
+        {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    )
+
+
+# --- queues --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_step_queue_has_a_dlq_and_outlives_the_worker_timeout(synth: Synth, priority: str) -> None:
+    spec = STEP_QUEUES[priority]  # type: ignore[index]
+    queue = synth.stack.queues.queues[priority]
+    dlq_id = synth.logical_id(synth.stack.queues.dlqs[priority])
+    props = synth.json["Resources"][synth.logical_id(queue)]["Properties"]
+
+    assert props["VisibilityTimeout"] == spec.visibility_timeout_s
+    assert spec.visibility_timeout_s > STEP_WORKER_FUNCTION.timeout_s
+    assert props["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+        "maxReceiveCount": spec.max_receive_count,
+    }
+    assert props["SqsManagedSseEnabled"] is True
+
+
+def test_every_queue_and_dlq_refuses_plain_http(synth: Synth) -> None:
+    queue_ids = set(synth.resources("AWS::SQS::Queue"))
+    assert len(queue_ids) == 2 * len(STEP_QUEUES)
+    protected: set[str] = set()
+    for policy in synth.resources("AWS::SQS::QueuePolicy").values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(
+            s["Effect"] == "Deny"
+            and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in statements
+        ):
+            protected.update(ref["Ref"] for ref in policy["Properties"]["Queues"])
+    assert protected == queue_ids
+
+
+# --- functions -----------------------------------------------------------------------------
+
+
+def test_functions_share_one_asset_and_the_runtime_settings(synth: Synth) -> None:
+    functions = _functions(synth)
+    assert {fn["Properties"]["Handler"] for fn in functions.values()} == {
+        spec.handler for spec in FUNCTION_SPECS
+    }
+    codes = {json.dumps(fn["Properties"]["Code"], sort_keys=True) for fn in functions.values()}
+    assert len(codes) == 1, "every function must use the same code asset"
+    for fn in functions.values():
+        props = fn["Properties"]
+        assert props["Runtime"] == "python3.12"
+        assert props["Architectures"] == ["arm64"]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert "LoggingConfig" in props  # its own log group, with retention (below)
+
+
+@pytest.mark.parametrize("spec", FUNCTION_SPECS, ids=lambda s: s.logical_id)
+def test_function_timeout_memory_and_log_retention_follow_the_spec(synth: Synth, spec: Any) -> None:
+    _, fn = _function_by_handler(synth, spec.handler)
+    props = fn["Properties"]
+    assert (props["Timeout"], props["MemorySize"]) == (spec.timeout_s, spec.memory_mb)
+    log_group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
+    assert (
+        synth.json["Resources"][log_group_id]["Properties"]["RetentionInDays"] == LOG_RETENTION_DAYS
+    )
+
+
+@pytest.mark.parametrize("spec", FUNCTION_SPECS, ids=lambda s: s.logical_id)
+def test_handler_string_in_the_template_imports(synth: Synth, spec: Any) -> None:
+    # GIVEN the handler string deployed for the function
+    _, fn = _function_by_handler(synth, spec.handler)
+    module_name, _, attribute = fn["Properties"]["Handler"].rpartition(".")
+    # WHEN the Lambda runtime would import it
+    module = importlib.import_module(module_name)
+    # THEN it names a callable
+    assert callable(getattr(module, attribute))
+
+
+def test_environment_names_only_settings_the_handlers_read(synth: Synth) -> None:
+    settings_vars = {f"LAMBDAGRAPH_{name.upper()}" for name in Settings.model_fields}
+    required = {
+        CHECKPOINT_TABLE.env_var,
+        RUNTIME_TABLE.env_var,
+        "LAMBDAGRAPH_PAYLOAD_BUCKET",
+        *(spec.env_var for spec in STEP_QUEUES.values()),
+        *(spec.dlq_env_var for spec in STEP_QUEUES.values() if spec.dlq_env_var),
+    }
+    assert required <= settings_vars, "resources.py names an env var Settings does not read"
+    for logical_id, fn in _functions(synth).items():
+        env = fn["Properties"]["Environment"]["Variables"]
+        ours = {name for name in env if name.startswith("LAMBDAGRAPH_")}
+        assert ours <= settings_vars, f"{logical_id}: unknown {ours - settings_vars}"
+        assert required <= ours, f"{logical_id}: missing {required - ours}"
+        assert env["LAMBDAGRAPH_API_KEYS_IN_TABLE"] == "true"
+        assert "LAMBDAGRAPH_API_KEYS" not in env, "keys never travel in plain env vars on AWS"
+        assert env["POWERTOOLS_SERVICE_NAME"] == SERVICE_NAME
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == METRICS_NAMESPACE
+        assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
+        assert env[CHECKPOINT_TABLE.env_var] == {
+            "Ref": synth.logical_id(synth.stack.storage.checkpoint_table)
+        }
+        for priority, spec in STEP_QUEUES.items():
+            assert env[spec.env_var] == {
+                "Ref": synth.logical_id(synth.stack.queues.queues[priority])
+            }
+
+
+# --- worker event sources ------------------------------------------------------------------
+
+
+def test_each_priority_queue_feeds_the_worker_alias_with_its_concurrency(synth: Synth) -> None:
+    worker_id, _ = _function_by_handler(synth, STEP_WORKER_FUNCTION.handler)
+    alias_id = _alias_of(synth, worker_id)
+    mappings = synth.resources("AWS::Lambda::EventSourceMapping").values()
+    by_queue = {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"] for m in mappings
+    }
+    concurrency: dict[str, int] = {}
+    for priority, spec in STEP_QUEUES.items():
+        props = by_queue[synth.logical_id(synth.stack.queues.queues[priority])]
+        assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert props["BatchSize"] == spec.batch_size
+        assert props["ScalingConfig"] == {"MaximumConcurrency": spec.max_concurrency}
+        assert alias_id in json.dumps(props["FunctionName"])  # the alias, so canaries apply
+        assert spec.max_concurrency is not None
+        concurrency[priority] = spec.max_concurrency
+    assert len(by_queue) == len(STEP_QUEUES)
+    assert concurrency["high"] > concurrency["normal"] > concurrency["low"]
+
+
+# --- API -----------------------------------------------------------------------------------
+
+
+def test_api_proxies_every_path_to_the_api_alias(synth: Synth) -> None:
+    api_id, _ = _function_by_handler(synth, API_FUNCTION.handler)
+    alias_id = _alias_of(synth, api_id)
+    methods = synth.resources("AWS::ApiGateway::Method").values()
+    assert len(methods) == 2  # / and /{proxy+}
+    for method in methods:
+        integration = method["Properties"]["Integration"]
+        assert method["Properties"]["HttpMethod"] == "ANY"
+        assert integration["Type"] == "AWS_PROXY"
+        assert {"Ref": alias_id} in integration["Uri"]["Fn::Join"][1]
+    synth.template.has_resource_properties(
+        "AWS::ApiGateway::RestApi", {"EndpointConfiguration": {"Types": ["REGIONAL"]}}
+    )
+
+
+def test_api_stage_throttles_logs_access_and_traces(synth: Synth) -> None:
+    synth.template.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {
+            "MethodSettings": [
+                Match.object_like(
+                    {
+                        "HttpMethod": "*",
+                        "ResourcePath": "/*",
+                        "ThrottlingRateLimit": API_THROTTLE_RATE_RPS,
+                        "ThrottlingBurstLimit": API_THROTTLE_BURST,
+                        "DataTraceEnabled": False,
+                    }
+                )
+            ],
+            "AccessLogSetting": {
+                "DestinationArn": {"Fn::GetAtt": [Match.string_like_regexp("AccessLogs"), "Arn"]},
+                "Format": Match.string_like_regexp(r"\$context\.requestId"),
+            },
+            "TracingEnabled": True,
+        },
+    )
+    synth.template.resource_count_is("AWS::ApiGateway::Account", 1)
+
+
+# --- housekeeping --------------------------------------------------------------------------
+
+
+def test_housekeeping_runs_on_a_schedule(synth: Synth) -> None:
+    housekeeping_id, _ = _function_by_handler(synth, HOUSEKEEPING_FUNCTION.handler)
+    alias_id = _alias_of(synth, housekeeping_id)
+    synth.template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": f"rate({HOUSEKEEPING_RATE_MINUTES} minutes)",
+            "Targets": [Match.object_like({"Arn": {"Ref": alias_id}})],
+        },
+    )
+
+
+# --- observability -------------------------------------------------------------------------
+
+
+def _alarms(synth: Synth) -> list[dict[str, Any]]:
+    return [a["Properties"] for a in synth.resources("AWS::CloudWatch::Alarm").values()]
+
+
+def test_any_message_in_any_dlq_raises_an_alarm(synth: Synth) -> None:
+    dlq_ids = {synth.logical_id(dlq) for dlq in synth.stack.queues.dlqs.values()}
+    alarmed = {
+        a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in _alarms(synth)
+        if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
+        and a["Threshold"] == 1
+        and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    }
+    assert alarmed == dlq_ids
+
+
+def test_oldest_message_age_is_alarmed_per_priority(synth: Synth) -> None:
+    thresholds = {
+        a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: a["Threshold"]
+        for a in _alarms(synth)
+        if a.get("MetricName") == "ApproximateAgeOfOldestMessage"
+    }
+    assert thresholds == {
+        synth.logical_id(synth.stack.queues.queues[p]): ALARM_OLDEST_MESSAGE_AGE_S[p]
+        for p in PRIORITIES
+    }
+
+
+def test_worker_errors_and_p95_step_duration_are_alarmed(synth: Synth) -> None:
+    worker_id, _ = _function_by_handler(synth, STEP_WORKER_FUNCTION.handler)
+    synth.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "MetricName": "Errors",
+            "Namespace": "AWS/Lambda",
+            "Dimensions": Match.array_with([{"Name": "FunctionName", "Value": {"Ref": worker_id}}]),
+            "Threshold": 1,
+        },
+    )
+    synth.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "MetricName": METRIC_STEP_DURATION,
+            "Namespace": METRICS_NAMESPACE,
+            "ExtendedStatistic": "p95",
+            "Dimensions": [{"Name": "service", "Value": SERVICE_NAME}],
+            "Threshold": ALARM_STEP_DURATION_P95_MS,
+        },
+    )
+
+
+def test_alarms_notify_the_alarm_email_over_a_tls_only_topic(synth: Synth) -> None:
+    synth.template.has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": ALARM_EMAIL}
+    )
+    synth.template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {"PolicyDocument": {"Statement": Match.array_with([_deny_insecure()])}},
+    )
+    assert all(a.get("AlarmActions") for a in _alarms(synth))
+
+
+def test_dashboard_shows_runs_steps_queue_depth_and_step_duration(synth: Synth) -> None:
+    (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for name in (
+        METRIC_STEPS,
+        METRIC_STEP_DURATION,
+        METRIC_QUEUE_WAIT,
+        "ApproximateNumberOfMessagesVisible",
+    ):
+        assert name in body, name
+    for status in RUN_FINAL_STATUSES:
+        assert run_status_metric(status) in body, status
+
+
+# --- releases ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", FUNCTION_SPECS, ids=lambda s: s.logical_id)
+def test_every_function_is_released_as_a_canary_with_alarm_rollback(
+    synth: Synth, spec: Any
+) -> None:
+    function_id, _ = _function_by_handler(synth, spec.handler)
+    alias = synth.json["Resources"][_alias_of(synth, function_id)]
+    group_id = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]["DeploymentGroupName"]["Ref"]
+    group = synth.json["Resources"][group_id]["Properties"]
+
+    assert group["DeploymentConfigName"] == "CodeDeployDefault.LambdaCanary10Percent5Minutes"
+    assert group["AutoRollbackConfiguration"]["Enabled"] is True
+    assert "DEPLOYMENT_STOP_ON_ALARM" in group["AutoRollbackConfiguration"]["Events"]
+    alarm_ids = {a["Name"]["Ref"] for a in group["AlarmConfiguration"]["Alarms"]}
+    error_alarm = synth.logical_id(synth.stack.monitoring.error_alarms[spec.logical_id])
+    assert error_alarm in alarm_ids
+    if spec is STEP_WORKER_FUNCTION:
+        dlq_alarms = {synth.logical_id(a) for a in synth.stack.monitoring.dlq_alarms.values()}
+        assert dlq_alarms <= alarm_ids
+
+
+def test_outputs_name_the_api_url_tables_and_queues(synth: Synth) -> None:
+    outputs = synth.json["Outputs"]
+    expected = {"ApiUrl", "CheckpointTableName", "RuntimeTableName", "PayloadBucketName"}
+    expected |= {f"{spec.logical_id}Url" for spec in STEP_QUEUES.values()}
+    assert expected <= set(outputs)
