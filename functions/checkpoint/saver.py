@@ -93,6 +93,10 @@ _COMPACT_SLACK = 64 * 1024
 _DIFF_CHAIN_BYTES = 2048
 # (thread, namespace) pairs whose latest state a saver keeps in memory.
 _CACHED_THREADS = 256
+# Items a known window may have gained since this saver last saw it (other writers' writes).
+_WINDOW_SLACK = 8
+# How long put() waits for a concurrent put_writes() to register (see _await_writes).
+_AWAIT_WRITES_S = 0.025
 
 _CHECKPOINT_KEYS = frozenset(
     {"v", "id", "ts", "channel_values", "channel_versions", "versions_seen", "updated_channels"}
@@ -762,7 +766,14 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         checkpoint_id = get_checkpoint_id(config)
         prefix = _prefix(ns)
         upper = prefix + checkpoint_id + _AFTER_SEP if checkpoint_id else None
-        items = _Items(self, thread_id, ns, upper=upper, first_limit=self.read_items)
+        limit = self.read_items
+        with self._lock:
+            state = self._state.get((thread_id, ns))
+            if state is not None and checkpoint_id in (None, state.checkpoint_id):
+                # This saver wrote or read the thread last: it knows how many items the
+                # window holds, so the read need not over-read below it.
+                limit = min(limit, len(state.window) + _WINDOW_SLACK)
+        items = _Items(self, thread_id, ns, upper=upper, first_limit=limit)
         target = items.latest()
         if target is None or (checkpoint_id is not None and target != checkpoint_id):
             return None
@@ -1038,6 +1049,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         if state is None or parent is None:
             return None
         ns_writes = self._saved_writes(thread_id, ns, parent)
+        if not ns_writes and self._await_writes(thread_id, ns, parent, values, state):
+            ns_writes = self._saved_writes(thread_id, ns, parent)
         blobs: dict[str, builtins.list[Any]] = {}
         new_values: dict[str, Typed | None] = {}
         starts: dict[str, str] = {}
@@ -1178,6 +1191,30 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         ns: str = configurable.get("checkpoint_ns", "")
         checkpoint_id: str = configurable["checkpoint_id"]
         _check_key_part("task_id", task_id)
+        # Registered before any work so a put() running concurrently knows to wait for it.
+        batch = _WriteBatch(writes=[])
+        with self._lock:
+            by_checkpoint = self._writes.setdefault((thread_id, ns), OrderedDict())
+            self._writes.move_to_end((thread_id, ns))
+            by_checkpoint.setdefault(checkpoint_id, []).append(batch)
+            while len(by_checkpoint) > 4:
+                by_checkpoint.popitem(last=False)
+            self._trim()
+        try:
+            self._put_writes(thread_id, ns, checkpoint_id, writes, task_id, task_path, batch)
+        finally:
+            batch.done.set()
+
+    def _put_writes(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+        batch: _WriteBatch,
+    ) -> None:
         stored: builtins.list[StoredWrite] = []
         total = 0
         for idx, (channel, value) in enumerate(writes):
@@ -1207,14 +1244,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         for write in stored:
             write.sort_key = suffix
         data = codec.encode_writes(task_path, stored)
-        batch = _WriteBatch(writes=stored)
+        batch.writes = stored
         with self._lock:
-            by_checkpoint = self._writes.setdefault((thread_id, ns), OrderedDict())
-            self._writes.move_to_end((thread_id, ns))
-            by_checkpoint.setdefault(checkpoint_id, []).append(batch)
-            while len(by_checkpoint) > 4:
-                by_checkpoint.popitem(last=False)
-            self._trim()
             state = self._state.get((thread_id, ns))
             if state is not None:
                 state.window[suffix] = _item_size(thread_id, sort_key, data)
@@ -1224,17 +1255,14 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             _DATA: {"B": data},
             **self._ttl_attr(),
         }
-        try:
-            if all(w.idx >= 0 for w in stored):
-                # First write wins, as in LangGraph's savers: a re-run task (a retry, a
-                # fork) must not change writes that later checkpoints were rebuilt from.
-                # When an earlier call won, what is stored may differ from this batch, so
-                # nothing may be rebuilt from it (ok stays False).
-                batch.ok = self._put_item(item, only_new=True)
-            else:
-                batch.ok = self._put_item(item)
-        finally:
-            batch.done.set()
+        if all(w.idx >= 0 for w in stored):
+            # First write wins, as in LangGraph's savers: a re-run task (a retry, a fork)
+            # must not change writes that later checkpoints were rebuilt from. When an
+            # earlier call won, what is stored may differ from this batch, so nothing may
+            # be rebuilt from it (ok stays False).
+            batch.ok = self._put_item(item, only_new=True)
+        else:
+            batch.ok = self._put_item(item)
 
     def _remember(self, thread_id: str, ns: str, state: _ThreadState) -> None:
         """Keep ``state`` as the latest for (thread, ns); caller holds the lock."""
@@ -1247,6 +1275,32 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             self._state.popitem(last=False)
         while len(self._writes) > _CACHED_THREADS:
             self._writes.popitem(last=False)
+
+    def _await_writes(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        values: dict[str, Any],
+        state: _ThreadState,
+    ) -> bool:
+        """LangGraph saves a task's writes and the next checkpoint from different threads,
+        so put() can start before that put_writes() has registered. When a list grew and
+        no write is known yet, give the writer a moment; True if a batch showed up."""
+        grew = any(
+            isinstance(value, list) and state.values.get(channel) is not None
+            for channel, value in values.items()
+        )
+        if not grew:
+            return False
+        deadline = time.monotonic() + _AWAIT_WRITES_S
+        while time.monotonic() < deadline:
+            with self._lock:
+                by_checkpoint = self._writes.get((thread_id, ns))
+                if by_checkpoint and by_checkpoint.get(checkpoint_id):
+                    return True
+            time.sleep(0.002)
+        return False
 
     def _saved_writes(
         self, thread_id: str, ns: str, checkpoint_id: str

@@ -166,7 +166,11 @@ def run_stepwise(
         state = make_graph().get_state(config, subgraphs=True)
         interrupts = [i for task in state.tasks for i in task.interrupts]
         interrupts += [
-            i for task in state.tasks if task.state is not None for t in task.state.tasks for i in t.interrupts  # type: ignore[union-attr]
+            i
+            for task in state.tasks
+            if task.state is not None
+            for t in task.state.tasks
+            for i in t.interrupts  # type: ignore[union-attr]
         ]
         if interrupts:
             next_input = Command(resume=resume(interrupts[0].value))

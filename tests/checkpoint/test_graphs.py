@@ -18,7 +18,10 @@ pytestmark = pytest.mark.integration
 def _fresh(saver: DynamoDBSaver) -> DynamoDBSaver:
     """A new saver on the same table, as a new Lambda invocation would build."""
     return DynamoDBSaver(
-        saver.table_name, bucket_name=saver.bucket_name, dynamodb_client=saver.client, s3_client=saver.s3
+        saver.table_name,
+        bucket_name=saver.bucket_name,
+        dynamodb_client=saver.client,
+        s3_client=saver.s3,
     )
 
 

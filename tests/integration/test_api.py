@@ -243,3 +243,21 @@ def test_concurrent_requests_keep_their_own_tenant(stack: Stack) -> None:
 
     # THEN every request was answered as its own tenant
     assert statuses == [200] * 64
+
+
+def test_keys_kept_hashed_in_the_runtime_table(moto_endpoint: str, stack: Stack) -> None:
+    # GIVEN a deployment that keeps API keys in the runtime table, and a key issued for acme
+    from functions.apikeys import create_key
+
+    table_stack = Stack(moto_endpoint, api_keys_in_table=True)
+    key = create_key(table_stack.store, "acme")
+
+    # WHEN the key is used, and an unknown one
+    created = table_stack.api("POST", "/threads", {}, api_key=key)
+    unknown = table_stack.api("POST", "/threads", {}, api_key="lg_unknown")
+
+    # THEN the issued key works, the unknown one is refused, and the key itself is not stored
+    assert created.status == 200
+    assert unknown.status == 401
+    items = table_stack.dynamodb.scan(TableName=table_stack.settings.runtime_table)["Items"]
+    assert key not in json.dumps(items)
