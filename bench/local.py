@@ -230,7 +230,7 @@ def _high_run(client: httpx.Client, priority: str = "high") -> float:
     return elapsed
 
 
-def measure_priority(low_runs: int, samples: int = 3, workers: int | None = None) -> PriorityResult:
+def measure_priority(low_runs: int, samples: int = 7, workers: int | None = None) -> PriorityResult:
     """A high run's completion time on an idle stack and with ``low_runs`` low runs queued."""
     from infra.local.stack import LocalStack
 

@@ -130,11 +130,14 @@ class CheckpointRecord:
     parent: str | None
     ts: str
     v: int
-    channel_versions: dict[str, Any]
+    # In a diff record: the changes, or one version that every channel in blobs moved to.
+    channel_versions: dict[str, Any] | int | float | str
     versions_seen: dict[str, Any]
     updated_channels: list[str] | int | None
     metadata: Typed
-    base: str  # sort key (after the namespace prefix) of the oldest item the values need
+    # Sort key (after the namespace prefix) of the oldest item the values need; None in a
+    # diff record whose base is its parent's.
+    base: str | None
     blobs: dict[str, list[Any]] = field(default_factory=dict)
     extra: Typed | None = None  # any other checkpoint keys, serialized
     diff: bool = False
@@ -189,6 +192,10 @@ class StoredWrite:
     sort_key: str = ""  # of the item holding it, after the namespace prefix
 
 
+# Most task paths are LangGraph's pull tasks: store that common prefix as one byte.
+_PULL_PREFIX = "~__pregel_pull, "
+
+
 def encode_writes(task_path: str, writes: list[StoredWrite]) -> bytes:
     entries: list[list[Any]] = []
     for w in writes:
@@ -196,11 +203,15 @@ def encode_writes(task_path: str, writes: list[StoredWrite]) -> bytes:
         if w.s3_key is not None:
             entry.append(w.s3_key)
         entries.append(entry)
+    if task_path.startswith(_PULL_PREFIX):
+        task_path = "\x00" + task_path[len(_PULL_PREFIX) :]
     return pack([task_path, entries])
 
 
 def decode_writes(task_id: str, data: bytes, sort_key: str = "") -> list[StoredWrite]:
     task_path, entries = unpack(data)
+    if task_path.startswith("\x00"):
+        task_path = _PULL_PREFIX + task_path[1:]
     return [
         StoredWrite(
             task_id=task_id,

@@ -94,7 +94,7 @@ _DIFF_CHAIN_BYTES = 2048
 # (thread, namespace) pairs whose latest state a saver keeps in memory.
 _CACHED_THREADS = 256
 # Items a known window may have gained since this saver last saw it (other writers' writes).
-_WINDOW_SLACK = 8
+_WINDOW_SLACK = 2
 # How long put() waits for a concurrent put_writes() to register (see _await_writes).
 _AWAIT_WRITES_S = 0.025
 
@@ -134,6 +134,7 @@ class _ThreadState:
     follows a get_tuple() in the same invocation stores only what changed."""
 
     checkpoint_id: str
+    base: str  # sort key suffix of the oldest item this checkpoint's values need
     values: dict[str, Typed | None]  # serialized channel values (None = empty channel)
     starts: dict[str, str]  # channel -> sort key suffix of the oldest item it is rebuilt from
     resolved: _Resolved
@@ -588,6 +589,20 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             count += added
         return "msgpack", codec.array_header(count) + b"".join(parts)
 
+    def _base(self, items: _Items, checkpoint_id: str) -> str:
+        """A record's base; a diff record with the same base as its parent stores none."""
+        current: str | None = checkpoint_id
+        while current is not None:
+            record = items.record(current)
+            if record is None:
+                break
+            if record.base is not None:
+                return record.base
+            current = record.parent
+        raise CheckpointDecodeError(
+            items.thread_id, items.ns, checkpoint_id, f"no base found (reached {current!r})"
+        )
+
     def _resolve(self, items: _Items, checkpoint_id: str) -> _Resolved:
         """Apply a record's chain of parent diffs (all within its read window)."""
         chain: builtins.list[tuple[str, CheckpointRecord]] = []
@@ -620,7 +635,11 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             current = record.parent
         for cid, record in reversed(chain):
             versions = dict(resolved.versions)
-            for channel, version in record.channel_versions.items():
+            changed = record.channel_versions
+            if not isinstance(changed, dict):
+                # Every channel with a blob moved to this one version (see put()).
+                changed = dict.fromkeys(record.blobs, changed)
+            for channel, version in changed.items():
                 if version is None:
                     versions.pop(channel, None)
                 else:
@@ -678,7 +697,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         record = items.record(checkpoint_id)
         if record is None:
             return None
-        items.ensure_down_to(items.prefix + record.base)
+        base = self._base(items, checkpoint_id)
+        items.ensure_down_to(items.prefix + base)
         values: dict[str, Typed | None] = {}
         starts: dict[str, str] = {}
         try:
@@ -715,9 +735,10 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             "updated_channels": resolved.updated,
         }
         if remember:
-            window = {sk: size for sk, size in items.sizes.items() if sk >= record.base}
+            window = {sk: size for sk, size in items.sizes.items() if sk >= base}
             state = _ThreadState(
                 checkpoint_id=checkpoint_id,
+                base=base,
                 values=values,
                 starts=starts,
                 resolved=resolved,
@@ -819,7 +840,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     continue
                 record = items.records[checkpoint_id]
                 if filter:
-                    items.ensure_down_to(items.prefix + record.base)
+                    items.ensure_down_to(items.prefix + self._base(items, checkpoint_id))
                     metadata = self._resolve(items, checkpoint_id).metadata
                     if not all(metadata.get(k) == v for k, v in filter.items()):
                         continue
@@ -955,8 +976,18 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
 
         self._offload(thread_id, ns, checkpoint_id, blobs)
         extra = {k: v for k, v in checkpoint.items() if k not in _CHECKPOINT_KEYS and v}
+        stored_base: str | None = base
         if diff is not None:
             versions_field, seen_field, md_field = diff
+            changed_to = set(versions_field.values())
+            if (
+                len(changed_to) == 1
+                and None not in changed_to
+                and set(versions_field) == set(blobs)
+            ):
+                versions_field = changed_to.pop()  # one version for every changed channel
+            if state is not None and state.base == base:
+                stored_base = None  # same as the parent's
         else:
             versions_field, seen_field, md_field = versions, seen, md
         record = CheckpointRecord(
@@ -969,7 +1000,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             if updated is not None and sorted(updated) == sorted(blobs)
             else updated,
             metadata=self.serde.dumps_typed(md_field),
-            base=base,
+            base=stored_base,
             blobs=blobs,
             extra=self.serde.dumps_typed(extra) if extra else None,
             diff=diff is not None,
@@ -1001,6 +1032,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 ns,
                 _ThreadState(
                     checkpoint_id=checkpoint_id,
+                    base=base,
                     values=new_values,
                     starts=starts,
                     resolved=resolved,
@@ -1049,7 +1081,12 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         if state is None or parent is None:
             return None
         ns_writes = self._saved_writes(thread_id, ns, parent)
-        if not ns_writes and self._await_writes(thread_id, ns, parent, values, state):
+        grew = [
+            ch
+            for ch in new_versions
+            if isinstance(values.get(ch), list) and state.values.get(ch) is not None
+        ]
+        if not ns_writes and grew and self._await_writes(thread_id, ns, parent):
             ns_writes = self._saved_writes(thread_id, ns, parent)
         blobs: dict[str, builtins.list[Any]] = {}
         new_values: dict[str, Typed | None] = {}
@@ -1276,23 +1313,10 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         while len(self._writes) > _CACHED_THREADS:
             self._writes.popitem(last=False)
 
-    def _await_writes(
-        self,
-        thread_id: str,
-        ns: str,
-        checkpoint_id: str,
-        values: dict[str, Any],
-        state: _ThreadState,
-    ) -> bool:
+    def _await_writes(self, thread_id: str, ns: str, checkpoint_id: str) -> bool:
         """LangGraph saves a task's writes and the next checkpoint from different threads,
-        so put() can start before that put_writes() has registered. When a list grew and
-        no write is known yet, give the writer a moment; True if a batch showed up."""
-        grew = any(
-            isinstance(value, list) and state.values.get(channel) is not None
-            for channel, value in values.items()
-        )
-        if not grew:
-            return False
+        so put() can start before that put_writes() has registered. When a list channel
+        changed and no write is known yet, give the writer a moment; True if one showed."""
         deadline = time.monotonic() + _AWAIT_WRITES_S
         while time.monotonic() < deadline:
             with self._lock:
@@ -1346,7 +1370,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 if write.channel in remaining:
                     value = self.serde.loads_typed(self._write_value(write))
                     collected[write.channel].append((write.task_id, write.channel, value))
-            items.ensure_down_to(items.prefix + ancestor.base)
+            items.ensure_down_to(items.prefix + self._base(items, cursor))
             ancestor_versions = self._resolve(items, cursor).versions
             for channel in list(remaining):
                 if channel not in ancestor_versions:
@@ -1468,7 +1492,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 continue
             oldest_doomed = min(doomed_ids)
             for cid, record in items.records.items():
-                depends = record.base <= max(doomed_ids) and cid > oldest_doomed
+                depends = self._base(items, cid) <= max(doomed_ids) and cid > oldest_doomed
                 if cid not in doomed_ids and depends:
                     self._rewrite_full(items, cid)
             prefix = _prefix(ns)

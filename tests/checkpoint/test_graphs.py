@@ -10,7 +10,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from functions.checkpoint import DynamoDBSaver
 from tests.checkpoint import graphs
-from tests.checkpoint.conftest import SaverFactory
 
 pytestmark = pytest.mark.integration
 
@@ -109,12 +108,12 @@ def test_delta_channel_graph_matches_in_memory(saver: DynamoDBSaver) -> None:
 
 def test_fork_from_an_old_checkpoint_matches_in_memory(saver: DynamoDBSaver) -> None:
     # GIVEN the same finished chat thread on both savers
-    (memory_graph, memory_config), (our_graph, our_config) = _compare(
+    (memory_graph, memory_config), (_, our_config) = _compare(
         lambda s: graphs.chat_graph(s, rounds=4), graphs.chat_input(), saver
     )
 
     def fork(graph: Any, config: dict[str, Any]) -> Any:
-        old = [s for s in graph.get_state_history(config) if s.metadata.get("step") == 5][0]
+        old = next(s for s in graph.get_state_history(config) if s.metadata.get("step") == 5)
         forked = graph.update_state(old.config, {"log": ["edited"]}, as_node="fan_a")
         for _chunk in graph.stream(None, forked, interrupt_after="*"):
             pass

@@ -257,14 +257,14 @@ def test_reads_stay_bounded_when_a_large_value_changes_every_step(
     def count(parsed: dict[str, Any], **_: Any) -> None:
         read_bytes.append(sum(len(i["d"]["B"]) for i in parsed.get("Items", [])))
 
-    reader = _fresh(saver)
-    reader.client.meta.events.register("after-call.dynamodb.Query", count)
+    writer.client.meta.events.register("after-call.dynamodb.Query", count)
 
-    # WHEN a fresh saver reads the latest checkpoint
-    tup = reader.get_tuple(_config("t-churn"))
-    reader.client.meta.events.unregister("after-call.dynamodb.Query", count)
+    # WHEN the saver that wrote it (a warm worker) reads the latest checkpoint
+    tup = writer.get_tuple(_config("t-churn"))
+    writer.client.meta.events.unregister("after-call.dynamodb.Query", count)
 
-    # THEN it reads the live value and a bounded window, not the whole history
+    # THEN it reads the live value and a bounded window, not the whole history (compaction
+    # moved the window up; a cold saver's first page is bounded by read_items instead)
     assert tup is not None
     assert tup.checkpoint["channel_values"]["n"] == 39
     assert sum(read_bytes) < 200_000

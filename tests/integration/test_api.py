@@ -247,10 +247,10 @@ def test_concurrent_requests_keep_their_own_tenant(stack: Stack) -> None:
 
 def test_keys_kept_hashed_in_the_runtime_table(moto_endpoint: str, stack: Stack) -> None:
     # GIVEN a deployment that keeps API keys in the runtime table, and a key issued for acme
-    from functions.apikeys import create_key
+    from infra.api_keys import create_key
 
     table_stack = Stack(moto_endpoint, api_keys_in_table=True)
-    key = create_key(table_stack.store, "acme")
+    key, _ = create_key(table_stack.settings.runtime_table, "acme")
 
     # WHEN the key is used, and an unknown one
     created = table_stack.api("POST", "/threads", {}, api_key=key)
