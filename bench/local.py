@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -236,6 +237,7 @@ def measure_priority(low_runs: int, samples: int = 7, workers: int | None = None
 
     # The stack runs in this process: keep its step logs off the benchmark's output.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     with (
         LocalStack(port=0, housekeeping_interval_s=0, workers=workers) as stack,
         httpx.Client(base_url=stack.url, timeout=120) as client,

@@ -10,13 +10,17 @@ import json
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
+from functions.api_responses import declare_responses
 from functions.errors import InfrastructureError, LambdagraphError
 from functions.models import (
     AssistantSearch,
@@ -33,6 +37,14 @@ from functions.runs import RunService
 from functions.threads import ThreadService
 
 logger = Logger(child=True)
+
+# Ids in paths: thread ids are at most 200 characters when created (ThreadCreate), and a
+# longer id would break DynamoDB's key size limits; a longer one is a 422, never a 5xx.
+ThreadId = Annotated[str, Path(min_length=1, max_length=200)]
+RunId = Annotated[str, Path(min_length=1, max_length=200)]
+CheckpointId = Annotated[str, Path(min_length=1, max_length=200)]
+AssistantId = Annotated[str, Path(min_length=1, max_length=200)]
+RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 
 # Powertools keeps the request on the resolver instance, so each thread gets its own: the
 # local stack may serve requests concurrently (a join blocks for seconds). On Lambda there
@@ -98,6 +110,11 @@ def _validation_error(exc: RequestValidationError) -> Response[Any]:
         for e in exc.errors()
     ]
     return detail_response(HTTPStatus.UNPROCESSABLE_ENTITY, errors)
+
+
+def _unsupported_content(exc: RequestUnsupportedContentType) -> Response[Any]:
+    # functions.handlers.api reads every body as JSON; kept for callers that bypass it.
+    return detail_response(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
 
 
 def _infrastructure_error(exc: InfrastructureError) -> Response[Any]:
@@ -166,13 +183,43 @@ def search_assistants(body: AssistantSearch) -> Response[Any]:
     return _json(found[body.offset : body.offset + body.limit])
 
 
-def get_assistant(assistant_id: str) -> Response[Any]:
+def get_assistant(assistant_id: AssistantId) -> Response[Any]:
     from functions.errors import NotFoundError
+    from functions.graph_loader import resolve_assistant_id
     from graphs.registry import graph_ids
 
-    if assistant_id not in graph_ids():
+    graph_id = resolve_assistant_id(assistant_id)
+    if graph_id not in graph_ids():
         raise NotFoundError(f"Assistant {assistant_id!r} not found.")
-    return _json(_assistant(assistant_id))
+    return _json(_assistant(graph_id))
+
+
+def _compiled(assistant_id: str) -> Any:
+    from functions.graph_loader import load_graph, resolve_assistant_id
+
+    return load_graph(resolve_assistant_id(assistant_id), svc().runs.settings)
+
+
+def get_assistant_graph(
+    assistant_id: AssistantId, xray: Annotated[str | None, Query()] = None
+) -> Response[Any]:
+    from functions.assistant_schemas import graph_json, parse_xray
+
+    return _json(graph_json(_compiled(assistant_id), parse_xray(xray)))
+
+
+def get_assistant_schemas(assistant_id: AssistantId) -> Response[Any]:
+    from functions.assistant_schemas import graph_schemas
+    from functions.graph_loader import resolve_assistant_id
+
+    graph_id = resolve_assistant_id(assistant_id)
+    return _json({"graph_id": graph_id, **graph_schemas(_compiled(graph_id))})
+
+
+def get_assistant_subgraphs(assistant_id: AssistantId) -> Response[Any]:
+    from functions.assistant_schemas import subgraph_schemas
+
+    return _json(subgraph_schemas(_compiled(assistant_id)))
 
 
 # --- threads --------------------------------------------------------------------------------
@@ -187,40 +234,44 @@ def search_threads(body: Annotated[ThreadSearch | None, Body()] = None) -> Respo
     return _json(svc().threads.search(tenant(), body or ThreadSearch()))
 
 
-def get_thread(thread_id: str) -> Response[Any]:
+def get_thread(thread_id: ThreadId) -> Response[Any]:
     return _json(svc().threads.get(tenant(), thread_id).to_api())
 
 
-def patch_thread(thread_id: str, body: ThreadPatch) -> Response[Any]:
+def patch_thread(thread_id: ThreadId, body: ThreadPatch) -> Response[Any]:
     return _json(svc().threads.patch(tenant(), thread_id, body.metadata).to_api())
 
 
-def delete_thread(thread_id: str) -> Response[Any]:
+def delete_thread(thread_id: ThreadId) -> Response[Any]:
     svc().threads.delete(tenant(), thread_id)
     return Response(status_code=HTTPStatus.NO_CONTENT, body="")
 
 
-def get_state(thread_id: str) -> Response[Any]:
+def get_state(thread_id: ThreadId) -> Response[Any]:
     return _json(svc().threads.state(tenant(), thread_id))
 
 
-def get_state_at(thread_id: str, checkpoint_id: str) -> Response[Any]:
+def get_state_at(thread_id: ThreadId, checkpoint_id: CheckpointId) -> Response[Any]:
     return _json(svc().threads.state(tenant(), thread_id, checkpoint_id))
 
 
-def post_state_at(thread_id: str, body: StateAtCheckpoint) -> Response[Any]:
+def post_state_at(thread_id: ThreadId, body: StateAtCheckpoint) -> Response[Any]:
     return _json(svc().threads.state(tenant(), thread_id, body.checkpoint.checkpoint_id))
 
 
-def update_state(thread_id: str, body: StateUpdate) -> Response[Any]:
+def update_state(thread_id: ThreadId, body: StateUpdate) -> Response[Any]:
     return _json(svc().threads.update_state(tenant(), thread_id, body))
 
 
-def history(thread_id: str, body: Annotated[HistoryQuery | None, Body()] = None) -> Response[Any]:
+def history(
+    thread_id: ThreadId, body: Annotated[HistoryQuery | None, Body()] = None
+) -> Response[Any]:
     return _json(svc().threads.history(tenant(), thread_id, body or HistoryQuery()))
 
 
-def history_get(thread_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 10) -> Response[Any]:
+def history_get(
+    thread_id: ThreadId, limit: Annotated[int, Query(ge=1, le=1000)] = 10
+) -> Response[Any]:
     return _json(svc().threads.history(tenant(), thread_id, HistoryQuery(limit=limit)))
 
 
@@ -231,16 +282,25 @@ def _run_location(thread_id: str, run_id: str) -> dict[str, str]:
     return {"Content-Location": f"/threads/{thread_id}/runs/{run_id}"}
 
 
-def create_run(thread_id: str, body: RunCreate) -> Response[Any]:
+def _join_location(thread_id: str, run_id: str) -> dict[str, str]:
+    # As the official server: where the final values can be fetched again. The SDK reconnects
+    # to ``Location`` when a long ``wait``/``join`` answer is cut off.
+    return {
+        **_run_location(thread_id, run_id),
+        "Location": f"/threads/{thread_id}/runs/{run_id}/join",
+    }
+
+
+def create_run(thread_id: ThreadId, body: RunCreate) -> Response[Any]:
     run = svc().runs.create(tenant(), thread_id, body)
     return _json(run.to_api(), headers=_run_location(thread_id, run.run_id))
 
 
-def wait_run(thread_id: str, body: RunCreate) -> Response[Any]:
+def wait_run(thread_id: ThreadId, body: RunCreate) -> Response[Any]:
     runs = svc().runs
     run = runs.create(tenant(), thread_id, body)
     values = runs.join(tenant(), thread_id, run.run_id)
-    return _json(values, headers=_run_location(thread_id, run.run_id))
+    return _json(values, headers=_join_location(thread_id, run.run_id))
 
 
 def create_stateless_run(body: RunCreate) -> Response[Any]:
@@ -255,32 +315,33 @@ def wait_stateless_run(body: RunCreate) -> Response[Any]:
 
 
 def list_runs(
-    thread_id: str,
+    thread_id: ThreadId,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     offset: Annotated[int, Query(ge=0)] = 0,
-    status: Annotated[str | None, Query()] = None,
+    status: Annotated[RunStatus | None, Query()] = None,
 ) -> Response[Any]:
     runs = svc().runs.list(tenant(), thread_id, limit=limit, offset=offset, status=status)
     return _json([r.to_api() for r in runs])
 
 
-def get_run(thread_id: str, run_id: str) -> Response[Any]:
+def get_run(thread_id: ThreadId, run_id: RunId) -> Response[Any]:
     return _json(svc().runs.get(tenant(), thread_id, run_id).to_api())
 
 
-def join_run(thread_id: str, run_id: str) -> Response[Any]:
-    return _json(svc().runs.join(tenant(), thread_id, run_id))
+def join_run(thread_id: ThreadId, run_id: RunId) -> Response[Any]:
+    values = svc().runs.join(tenant(), thread_id, run_id)
+    return _json(values, headers=_join_location(thread_id, run_id))
 
 
 def cancel_run(
-    thread_id: str,
-    run_id: str,
+    thread_id: ThreadId,
+    run_id: RunId,
     wait: Annotated[int, Query(ge=0, le=1)] = 0,
     action: Annotated[CancelAction, Query()] = "interrupt",
 ) -> Response[Any]:
     run = svc().runs.cancel(tenant(), thread_id, run_id, action=action, wait=bool(wait))
     if wait:
-        return _json(run.to_api())
+        return _json(run.to_api(), headers=_join_location(thread_id, run_id))
     return Response(
         status_code=HTTPStatus.ACCEPTED, content_type=content_types.APPLICATION_JSON, body=""
     )
@@ -292,6 +353,7 @@ def build_app() -> APIGatewayRestResolver:
     app.enable_swagger(path="/docs", title="lambdagraph", version="0.1.0")
     app.exception_handler(LambdagraphError)(_client_error)
     app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(RequestUnsupportedContentType)(_unsupported_content)
     app.exception_handler(InfrastructureError)(_infrastructure_error)
     app.exception_handler(Exception)(_unexpected_error)
     app.not_found(_not_found)
@@ -299,6 +361,9 @@ def build_app() -> APIGatewayRestResolver:
     app.get("/openapi.json", include_in_schema=False)(openapi)
     app.post("/assistants/search")(search_assistants)
     app.get("/assistants/<assistant_id>")(get_assistant)
+    app.get("/assistants/<assistant_id>/graph")(get_assistant_graph)
+    app.get("/assistants/<assistant_id>/schemas")(get_assistant_schemas)
+    app.get("/assistants/<assistant_id>/subgraphs")(get_assistant_subgraphs)
     app.post("/threads")(create_thread)
     app.post("/threads/search")(search_threads)
     app.get("/threads/<thread_id>")(get_thread)
@@ -318,4 +383,5 @@ def build_app() -> APIGatewayRestResolver:
     app.get("/threads/<thread_id>/runs/<run_id>")(get_run)
     app.get("/threads/<thread_id>/runs/<run_id>/join")(join_run)
     app.post("/threads/<thread_id>/runs/<run_id>/cancel")(cancel_run)
+    declare_responses(app)
     return app

@@ -31,3 +31,12 @@ class UnauthorizedError(LambdagraphError):
 
 class InfrastructureError(Exception):
     """AWS failed us (throttling, timeouts): retry later. Never caused by client input."""
+
+
+class ItemTooLargeError(PayloadTooLargeError, InfrastructureError):
+    """A record would exceed DynamoDB's 400 KB item limit (big metadata or run input).
+
+    The client caused it, so the API answers 413 (``LambdagraphError`` comes first in the
+    MRO, and the API looks handlers up along it). In the step worker it stays an
+    infrastructure error: retried, then the run ends ``error`` instead of crashing the batch.
+    """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from functions.checkpointer import make_checkpointer
@@ -15,6 +16,23 @@ def graph_exists(graph_id: str) -> bool:
     from graphs.registry import GRAPHS
 
     return graph_id in GRAPHS
+
+
+# LangGraph Platform names the default assistant of graph G ``uuid5(NAMESPACE_GRAPH, G)``,
+# the same id in every deployment (Studio shows it); we accept it as an alias of G.
+NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+
+
+def resolve_assistant_id(assistant_id: str) -> str:
+    """The graph id for ``assistant_id``: itself, or the graph whose platform id it is."""
+    from graphs.registry import GRAPHS
+
+    if assistant_id in GRAPHS:
+        return assistant_id
+    for graph_id in GRAPHS:
+        if str(uuid.uuid5(NAMESPACE_GRAPH, graph_id)) == assistant_id.lower():
+            return graph_id
+    return assistant_id
 
 
 def load_graph(graph_id: str, settings: Settings) -> Any:

@@ -85,13 +85,35 @@ class RunCreate(_Body):
         kwargs: dict[str, Any] = {
             "input": self.input,
             "command": self.command.model_dump(exclude_none=True) if self.command else None,
-            "config": self.config or {},
+            "config": _client_config(self.config),
             "context": self.context or {},
             "checkpoint_id": self.start_checkpoint_id(),
             "webhook": self.webhook,
             "after_seconds": self.after_seconds or 0,
         }
         return kwargs
+
+
+# Keys of ``config.configurable`` that only the runtime may set: the thread and checkpoint a
+# step runs on, and langgraph's internal ``__pregel_*`` keys. From a client they would point a
+# step at another thread's or checkpoint's state.
+_RESERVED_CONFIGURABLE = frozenset(
+    {"thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map"}
+)
+
+
+def _client_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    if not config:
+        return {}
+    configurable = config.get("configurable")
+    if not isinstance(configurable, dict):
+        return {k: v for k, v in config.items() if k != "configurable"}
+    kept = {
+        k: v
+        for k, v in configurable.items()
+        if k not in _RESERVED_CONFIGURABLE and not k.startswith("__")
+    }
+    return {**config, "configurable": kept}
 
 
 class StateUpdate(_Body):

@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.errors import ConflictError, InvalidRequestError, NotFoundError
-from functions.graph_loader import graph_exists, load_graph
+from functions.graph_loader import graph_exists, load_graph, resolve_assistant_id
 from functions.ids import time_ordered_id
 from functions.models import RunCreate
 from functions.queues import StepMessage, StepQueues
@@ -64,12 +64,22 @@ class RunService:
     # --- creating ------------------------------------------------------------------------
 
     def create(self, tenant: str, thread_id: str, body: RunCreate) -> RunRecord:
+        # The platform's assistant UUID of a graph names that graph here.
+        body = body.model_copy(update={"assistant_id": resolve_assistant_id(body.assistant_id)})
         if not graph_exists(body.assistant_id):
             raise NotFoundError(f"Assistant {body.assistant_id!r} not found.")
         if body.interrupt_before or body.interrupt_after:
             raise InvalidRequestError(
                 "interrupt_before/interrupt_after are not supported; use interrupt() in a node."
             )
+        start_checkpoint_id = body.start_checkpoint_id()
+        if start_checkpoint_id:
+            # Checked before anything is stored: an unknown checkpoint would start the run
+            # from an empty state and fork the thread there.
+            from functions.threads import require_checkpoint
+
+            graph = load_graph(body.assistant_id, self.settings)
+            require_checkpoint(graph, thread_id, start_checkpoint_id)
         thread = self._thread_for_run(tenant, thread_id, body)
         now = now_iso()
         run = RunRecord(
@@ -80,7 +90,14 @@ class RunService:
             status="pending",
             created_at=now,
             updated_at=now,
-            metadata=body.metadata or {},
+            # As the official server: the thread's metadata and the graph, then the run's own.
+            metadata={
+                "created_by": "system",
+                **thread.metadata,
+                "graph_id": body.assistant_id,
+                "assistant_id": body.assistant_id,
+                **(body.metadata or {}),
+            },
             multitask_strategy=body.multitask_strategy,
             priority=body.priority,
             kwargs=body.run_kwargs(),
@@ -90,7 +107,15 @@ class RunService:
         if self.store.acquire_thread(thread_id, run.run_id):
             run.queued = False
             run.lease_until = time.time() + delay_s + self.settings.lease_s
-            self.store.put_run(run)
+            try:
+                self.store.put_run(run)
+            except Exception:
+                # No run record (too large to store, or AWS failed): give the thread back as
+                # it was, or it would stay busy with a run that does not exist.
+                self.store.release_thread(
+                    thread_id, run.run_id, status=thread.status, interrupts=thread.interrupts
+                )
+                raise
             self.queues.send(StepMessage(run.run_id, thread_id, 1, run.priority), delay_s=delay_s)
             logger.info("run created", extra={"run_id": run.run_id, "thread_id": thread_id})
             return run
@@ -254,7 +279,10 @@ class RunService:
     ) -> RunRecord:
         run = self.get(tenant, thread_id, run_id)
         if not run.active:
-            raise ConflictError(f"Run {run_id!r} is already {run.status}; nothing to cancel.")
+            # 404 as the official server answers (the SDK raises NotFoundError).
+            raise NotFoundError(
+                f"No matching runs to cancel: run {run_id!r} is already {run.status}."
+            )
         self.cancel_active(run, action)
         if wait:
             return self.wait_final(thread_id, run_id) or run

@@ -13,6 +13,7 @@ Exactly-once in effect under at-least-once delivery:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -149,9 +150,13 @@ class StepWorker:
             **config["configurable"],
         }
         # Checkpoint metadata carries the run id: a retried step uses it to see its own work.
+        # The run's metadata goes in too, as the official server does: history can be
+        # filtered by it (``get_history(metadata=...)``).
         config["metadata"] = {
             **(user_config.get("metadata") or {}),
+            **_checkpoint_metadata(run.metadata),
             "run_id": run.run_id,
+            "thread_id": run.thread_id,
             "graph_id": run.assistant_id,
             "assistant_id": run.assistant_id,
         }
@@ -231,3 +236,13 @@ class StepWorker:
             return "interrupted"
         self.runs.finish(run, status="success", thread_status="idle", values=result.values)
         return "success"
+
+
+# Run metadata larger than this stays off the checkpoints (it is kept on the run): every
+# checkpoint item carries its metadata, and an item must stay under DynamoDB's 400 KB.
+CHECKPOINT_METADATA_MAX_BYTES = 16 * 1024
+
+
+def _checkpoint_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(metadata, default=str))
+    return metadata if size <= CHECKPOINT_METADATA_MAX_BYTES else {}

@@ -29,7 +29,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions import aws
-from functions.errors import InfrastructureError
+from functions.errors import InfrastructureError, ItemTooLargeError
 from functions.jsonable import dumps, loads
 from functions.resources import Priority
 
@@ -87,10 +87,15 @@ class ThreadRecord:
             "thread_id": self.thread_id,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            # As the official server: state changes are what updates a thread here.
+            "state_updated_at": self.updated_at,
             "metadata": self.metadata,
             "status": self.status,
-            "values": self.values if self.values is not None else {},
+            "config": {},
+            # null until a run (or update_state) has given the thread values, as officially.
+            "values": self.values,
             "interrupts": self.interrupts,
+            "error": None,
         }
 
 
@@ -170,6 +175,12 @@ def _is_conditional_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def _is_item_too_large(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    # "Item size has exceeded ..." (put) / "Item size to update has exceeded ..." (update).
+    return error.get("Code") == "ValidationException" and "Item size" in str(error.get("Message"))
+
+
 class Store:
     """Data access for the runtime table; the only module that talks to it."""
 
@@ -190,6 +201,11 @@ class Store:
         except ClientError as exc:
             if _is_conditional_failure(exc):
                 raise
+            if _is_item_too_large(exc):
+                raise ItemTooLargeError(
+                    "The record is too large to store (DynamoDB items are at most 400 KB): "
+                    "send less metadata or a smaller input."
+                ) from exc
             raise InfrastructureError(f"DynamoDB {fn.__name__} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise InfrastructureError(f"DynamoDB {fn.__name__} failed: {exc}") from exc

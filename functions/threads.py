@@ -20,9 +20,10 @@ from functions.store import Store, ThreadRecord, now_iso
 
 
 def _checkpoint_api(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not config:
+    conf = (config or {}).get("configurable", {})
+    # A thread with no checkpoint yet has none (null), as the official server answers.
+    if not conf.get("checkpoint_id"):
         return None
-    conf = config.get("configurable", {})
     return {
         "thread_id": conf.get("thread_id"),
         "checkpoint_ns": conf.get("checkpoint_ns", ""),
@@ -41,6 +42,7 @@ def snapshot_to_api(snapshot: Any) -> dict[str, Any]:
         {
             "id": task.id,
             "name": task.name,
+            "path": to_jsonable(list(task.path)),
             "error": None if task.error is None else str(task.error),
             "interrupts": _interrupts_api(task.interrupts),
             "checkpoint": None,
@@ -49,16 +51,29 @@ def snapshot_to_api(snapshot: Any) -> dict[str, Any]:
         }
         for task in snapshot.tasks
     ]
+    checkpoint = _checkpoint_api(snapshot.config)
+    parent = _checkpoint_api(snapshot.parent_config)
     return {
         "values": to_jsonable(snapshot.values),
         "next": list(snapshot.next),
-        "checkpoint": _checkpoint_api(snapshot.config),
+        "checkpoint": checkpoint,
         "metadata": to_jsonable(snapshot.metadata),
         "created_at": snapshot.created_at,
-        "parent_checkpoint": _checkpoint_api(snapshot.parent_config),
+        "parent_checkpoint": parent,
         "tasks": tasks,
         "interrupts": _interrupts_api(snapshot.interrupts),
+        # Deprecated in the SDK's ThreadState but still sent by the official server.
+        "checkpoint_id": checkpoint["checkpoint_id"] if checkpoint else None,
+        "parent_checkpoint_id": parent["checkpoint_id"] if parent else None,
     }
+
+
+def _with_graph_metadata(config: dict[str, Any], thread: ThreadRecord) -> dict[str, Any]:
+    # As the official server: a checkpoint written by update_state names its graph too.
+    graph_id = thread.metadata.get("graph_id")
+    if graph_id:
+        config["metadata"] = {"graph_id": graph_id, "assistant_id": graph_id}
+    return config
 
 
 def _matches(subset: dict[str, Any] | None, data: Any) -> bool:
@@ -143,12 +158,10 @@ class ThreadService:
         self, tenant: str, thread_id: str, checkpoint_id: str | None = None
     ) -> dict[str, Any]:
         thread = self.get(tenant, thread_id)
-        snapshot = self._graph(thread).get_state(thread_config(thread_id, checkpoint_id))
-        if (
-            checkpoint_id
-            and snapshot.config.get("configurable", {}).get("checkpoint_id") != checkpoint_id
-        ):
-            raise NotFoundError(f"Checkpoint {checkpoint_id!r} not found on thread {thread_id!r}.")
+        graph = self._graph(thread)
+        if checkpoint_id:
+            require_checkpoint(graph, thread_id, checkpoint_id)
+        snapshot = graph.get_state(thread_config(thread_id, checkpoint_id))
         return snapshot_to_api(snapshot)
 
     def history(self, tenant: str, thread_id: str, query: HistoryQuery) -> list[dict[str, Any]]:
@@ -178,9 +191,14 @@ class ThreadService:
         from langgraph.errors import InvalidUpdateError
 
         graph = self._graph(thread)
+        if checkpoint_id:
+            # langgraph would fork from an empty state and make it the thread's head.
+            require_checkpoint(graph, thread_id, checkpoint_id)
         try:
             config = graph.update_state(
-                thread_config(thread_id, checkpoint_id), body.values, as_node=body.as_node
+                _with_graph_metadata(thread_config(thread_id, checkpoint_id), thread),
+                body.values,
+                as_node=body.as_node,
             )
         except (InvalidUpdateError, ValueError, KeyError) as exc:
             # Unknown node, ambiguous update, values that do not fit the state schema.
@@ -195,7 +213,19 @@ class ThreadService:
                 t.id: _interrupts_api(t.interrupts) for t in snapshot.tasks if t.interrupts
             },
         )
-        return {"checkpoint": _checkpoint_api(config)}
+        checkpoint = _checkpoint_api(config)
+        # The official server answers with the checkpoint three ways; clients read any of them.
+        return {
+            "checkpoint": checkpoint,
+            "configurable": checkpoint,
+            "checkpoint_id": checkpoint["checkpoint_id"] if checkpoint else None,
+        }
+
+
+def require_checkpoint(graph: Any, thread_id: str, checkpoint_id: str) -> None:
+    """NotFoundError unless the thread has this checkpoint (one read of the checkpointer)."""
+    if graph.checkpointer.get_tuple(thread_config(thread_id, checkpoint_id)) is None:
+        raise NotFoundError(f"Checkpoint {checkpoint_id!r} not found on thread {thread_id!r}.")
 
 
 def checkpoint_ref(ref: CheckpointRef | None) -> str | None:

@@ -107,6 +107,14 @@ def _prefix(ns: str) -> str:
     return f"{ns}{SEP}"
 
 
+def _floor(sort_key_suffix: str) -> str:
+    """The read floor for an item: a writes item ``cid\x1ftask\x1fidx`` becomes
+    ``cid\x1f`` (every write of that checkpoint, not its checkpoint item), which is half
+    as long to store and still sorts at or below the item."""
+    checkpoint_id, sep, _ = sort_key_suffix.partition(SEP)
+    return checkpoint_id + sep
+
+
 def _item_size(thread_id: str, sort_key: str, data: bytes) -> int:
     """DynamoDB's size of one of our items (names + values), without the TTL attribute."""
     return len(_PK) + len(thread_id.encode()) + len(_SK) + len(sort_key.encode()) + 1 + len(data)
@@ -179,6 +187,7 @@ class _Items:
         self._last_key: dict[str, Any] | None = None
         self._started = False
         self.exhausted = False
+        self._floor: str | None = None  # lower bound of the read that exhausted the range
 
     @property
     def lowest(self) -> str | None:
@@ -212,15 +221,37 @@ class _Items:
         self._last_key = response.get("LastEvaluatedKey")
         if self._last_key is None:
             self.exhausted = True
+            self._floor = low
 
     def ensure_down_to(self, sort_key: str) -> None:
         """Keep reading until every item at or above ``sort_key`` is loaded."""
-        while not self.exhausted and (self.lowest is None or self.lowest > sort_key):
+        while self.lowest is None or self.lowest > sort_key:
+            if self.exhausted:
+                if self._floor is None or self._floor <= sort_key:
+                    return
+                self._reopen()
             self.load_page(sort_key)
 
     def load_all(self) -> None:
-        while not self.exhausted:
-            self.load_page()
+        self.ensure_down_to(self.prefix)
+
+    def more(self) -> bool:
+        """Read the next page of older items; False when there are none."""
+        if self.exhausted:
+            if self._floor is None or self._floor <= self.prefix:
+                return False
+            self._reopen()
+        self.load_page()
+        return True
+
+    def _reopen(self) -> None:
+        """A read stopped at a higher floor before: carry on below the lowest item read."""
+        self.exhausted = False
+        self._last_key = (
+            {_PK: {"S": self.thread_id}, _SK: {"S": self.lowest}}
+            if self.lowest is not None
+            else None
+        )
 
     def _add(self, item: dict[str, Any], now: int) -> None:
         sk: str = item[_SK]["S"]
@@ -622,6 +653,10 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     items.thread_id, items.ns, checkpoint_id, f"ancestor {current!r} is missing"
                 )
             if not record.diff:
+                if not isinstance(record.channel_versions, dict):
+                    raise CheckpointDecodeError(
+                        items.thread_id, items.ns, current, "full record without versions"
+                    )
                 resolved = _Resolved(
                     versions=dict(record.channel_versions),
                     seen={k: dict(v) for k, v in record.versions_seen.items()},
@@ -828,8 +863,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             items = _Items(self, thread_id, ns, upper=upper)
             index = 0
             while True:
-                while index >= len(items.order) and not items.exhausted:
-                    items.load_page()
+                while index >= len(items.order) and items.more():
+                    pass
                 if index >= len(items.order):
                     break
                 checkpoint_id = items.order[index]
@@ -838,7 +873,6 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     continue
                 if wanted_id is not None and checkpoint_id != wanted_id:
                     continue
-                record = items.records[checkpoint_id]
                 if filter:
                     items.ensure_down_to(items.prefix + self._base(items, checkpoint_id))
                     metadata = self._resolve(items, checkpoint_id).metadata
@@ -968,7 +1002,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 if between > _DIFF_CHAIN_BYTES:
                     diff = None
         record_start = state.resolved.record_start if diff is not None and state else checkpoint_id
-        base = min(value_base, record_start, checkpoint_id)
+        base = _floor(min(value_base, record_start, checkpoint_id))
         if self._expiring(base):
             # Items expire by TTL: re-store everything before what this relies on expires.
             blobs, new_values, starts = self._full_values(checkpoint_id, values, versions)
@@ -986,8 +1020,6 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 and set(versions_field) == set(blobs)
             ):
                 versions_field = changed_to.pop()  # one version for every changed channel
-            if state is not None and state.base == base:
-                stored_base = None  # same as the parent's
         else:
             versions_field, seen_field, md_field = versions, seen, md
         record = CheckpointRecord(
@@ -1363,6 +1395,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         record = items.record(target) if target is not None else None
         cursor = record.parent if record is not None else None
         while cursor is not None and remaining:
+            # Walk back page by page, not one query per ancestor.
+            while cursor not in items.records and items.more():
+                pass
             ancestor = items.record(cursor)
             if ancestor is None:
                 break
@@ -1491,7 +1526,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             if not doomed_ids:
                 continue
             oldest_doomed = min(doomed_ids)
-            for cid, record in items.records.items():
+            for cid in list(items.records):
                 depends = self._base(items, cid) <= max(doomed_ids) and cid > oldest_doomed
                 if cid not in doomed_ids and depends:
                     self._rewrite_full(items, cid)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import binascii
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
 from functions.api_app import Services, bind, current_app, detail_response
+from functions.api_body import BodyError, prepare_body
 from functions.auth import authenticate
 from functions.errors import LambdagraphError
 from functions.queues import StepQueues
@@ -61,7 +63,11 @@ def handler(
 ) -> dict[str, Any]:
     services = services or default_services()
     bind(services)
-    if _body_size(event) > MAX_BODY_BYTES:
+    try:
+        too_large = _body_size(event) > MAX_BODY_BYTES
+    except (binascii.Error, ValueError):
+        too_large = False  # not base64 after all: prepare_body answers 422 below
+    if too_large:
         return _reply(detail_response(413, "Request body exceeds 1 MiB."), event)
     path = event.get("path") or "/"
     try:
@@ -74,6 +80,10 @@ def handler(
         )
     except LambdagraphError as exc:
         return _reply(detail_response(exc.status_code, str(exc)), event)
+    try:
+        event = prepare_body(event)
+    except BodyError as exc:
+        return _reply(detail_response(422, exc.errors), event)
     app = current_app()
     app.append_context(tenant=tenant)
     return app.resolve(event, context)

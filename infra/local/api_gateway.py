@@ -5,11 +5,8 @@ response. The adapter enforces nothing the API itself owns (auth, validation, th
 body limit): it only refuses bodies no API Gateway would pass on (over 10 MiB, 413) and,
 like API Gateway, answers 502 when the handler raises.
 
-Powertools' REST resolver keeps the current event in a class attribute, so one handler
-must not run two events at once in one process -- exactly as one Lambda execution
-environment never does. The adapter therefore hands the handler one event at a time. A
-``join`` or ``runs/wait`` holds the API while it waits (up to the API's join timeout);
-steps keep running meanwhile, because the pollers call the step worker directly.
+Requests are served on threads; the handler itself runs in an execution environment that
+takes one event at a time (``infra.local.environments``).
 """
 
 from __future__ import annotations
@@ -27,34 +24,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from infra.local.lambda_context import ACCOUNT_ID, LocalLambdaContext
+from infra.local.lambda_context import ACCOUNT_ID
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any], Any], Any]
+Invoke = Callable[[dict[str, Any]], Any]
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 STAGE = "local"
 
 
 class ApiGatewayServer:
-    """A threading HTTP server that turns requests into API Gateway events for ``handler``."""
+    """A threading HTTP server that turns requests into API Gateway events for ``invoke``.
 
-    def __init__(
-        self,
-        handler: Handler,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        region: str = "us-east-1",
-        function_name: str = "lambdagraph-api",
-        timeout_s: float = 29.0,
-    ) -> None:
-        self._handler = handler
-        self._region = region
-        self._function_name = function_name
-        self._timeout_s = timeout_s
-        self._one_at_a_time = threading.Lock()
+    ``invoke`` runs the API handler on one event (``EnvironmentPool.invoke``: one event at a
+    time per execution environment, as on Lambda).
+    """
+
+    def __init__(self, invoke: Invoke, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._invoke = invoke
         self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -78,10 +66,7 @@ class ApiGatewayServer:
             self._thread.join(5.0)
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Run the handler on one event (one at a time, as one Lambda environment does)."""
-        context = LocalLambdaContext(self._function_name, self._timeout_s, region=self._region)
-        with self._one_at_a_time:
-            result = self._handler(event, context)
+        result = self._invoke(event)
         if not isinstance(result, dict) or "statusCode" not in result:
             raise TypeError(f"API handler returned {type(result).__name__} without a statusCode")
         return result
@@ -198,7 +183,14 @@ def _make_request_handler(server: ApiGatewayServer) -> type[BaseHTTPRequestHandl
         def do_GET(self) -> None:
             self._proxy()
 
-        do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+        do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = do_GET
+
+        def __getattr__(self, name: str) -> Any:
+            # Any other method (QUERY, PROPFIND, ...) goes to the API too, which answers 404:
+            # http.server would answer 501 itself, a 5xx for a client's request.
+            if name.startswith("do_"):
+                return self.do_GET
+            raise AttributeError(name)
 
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             # _proxy logs each request itself, with its duration.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +62,9 @@ def _short(value: Any) -> str:
 def use_readable_powertools_logs() -> int:
     """Render every Powertools logger's records as one line; returns how many were switched."""
     from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+    # Metrics are off locally, so every invocation would warn that it published none.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
 
     switched = 0
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]

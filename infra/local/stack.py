@@ -12,7 +12,6 @@ handler modules are imported, because functions read their settings once.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -38,6 +37,7 @@ from functions.resources import (
     local_name,
 )
 from infra.local.api_gateway import ApiGatewayServer
+from infra.local.environments import EnvironmentPool, load_handler_path
 from infra.local.lambda_context import ACCOUNT_ID, LocalLambdaContext
 from infra.local.pollers import PolledQueue, QueuePollers, moto_peek
 from infra.local.resources import CreatedResources, create_resources
@@ -61,8 +61,7 @@ _DEFAULT_ENV = {
 
 def load_handler(spec: FunctionSpec) -> Handler:
     """The callable a FunctionSpec's handler string names (``module.attribute``)."""
-    module_name, _, attribute = spec.handler.rpartition(".")
-    handler: Handler = getattr(importlib.import_module(module_name), attribute)
+    handler: Handler = load_handler_path(spec.handler)
     return handler
 
 
@@ -91,6 +90,8 @@ class LocalStack:
         step_handler: Handler | None = None,
         housekeeping_handler: Handler | None = None,
         readable_logs: bool = False,
+        api_environments: int | None = None,
+        api_handler_path: str | None = None,
     ) -> None:
         self._host = host
         self._port = port if port is not None else _env_int("LAMBDAGRAPH_PORT", DEFAULT_PORT)
@@ -107,8 +108,15 @@ class LocalStack:
             "housekeeping": housekeeping_handler,
         }
         self._readable_logs = readable_logs
+        self._api_handler_path = api_handler_path
+        self._max_api_environments = (
+            api_environments
+            if api_environments is not None
+            else _env_int("LAMBDAGRAPH_LOCAL_API_ENVIRONMENTS", 4)
+        )
         self._moto: Any = None
         self._api: ApiGatewayServer | None = None
+        self._environments: EnvironmentPool | None = None
         self._pollers: QueuePollers | None = None
         self._housekeeping: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -130,6 +138,7 @@ class LocalStack:
     def _start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        self._stopping.clear()
         # moto's request log would drown the stack's own; its errors still show.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._moto = ThreadedMotoServer(ip_address=self._host, port=self._moto_port, verbose=False)
@@ -141,7 +150,8 @@ class LocalStack:
         self._set_env(self.resources.env)
         self._refresh_settings()
 
-        api = self._handlers["api"] or load_handler(API_FUNCTION)
+        api_path = self._api_handler_path or API_FUNCTION.handler
+        api = self._handlers["api"] or load_handler_path(api_path)
         step = self._handlers["step"] or load_handler(STEP_WORKER_FUNCTION)
         housekeeping = self._handlers["housekeeping"]
         if housekeeping is None and self._housekeeping_interval_s > 0:
@@ -163,14 +173,17 @@ class LocalStack:
             peek=moto_peek(REGION),
         )
         self._pollers.start()
-        self._api = ApiGatewayServer(
+        self._environments = EnvironmentPool(
             api,
-            host=self._host,
-            port=self._port,
-            region=REGION,
+            # An injected callable cannot be imported elsewhere: it gets one environment.
+            handler_path=None if self._handlers["api"] else api_path,
+            max_environments=self._api_environments(),
             function_name=local_name(API_FUNCTION.logical_id),
             timeout_s=API_FUNCTION.timeout_s,
+            region=REGION,
+            readable_logs=self._readable_logs,
         )
+        self._api = ApiGatewayServer(self._environments.invoke, host=self._host, port=self._port)
         self._api.start()
         if housekeeping is not None:
             self._housekeeping = threading.Thread(
@@ -187,6 +200,9 @@ class LocalStack:
         if self._api is not None:
             self._api.stop()
             self._api = None
+        if self._environments is not None:
+            self._environments.close()
+            self._environments = None
         if self._pollers is not None:
             self._pollers.stop()
             self._pollers = None
@@ -265,6 +281,10 @@ class LocalStack:
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
         }
+        # A service-specific endpoint (AWS_ENDPOINT_URL_DYNAMODB, ...) would win over moto.
+        for name in os.environ:
+            if name.startswith("AWS_ENDPOINT_URL_"):
+                env[name] = ""
         for name, value in _DEFAULT_ENV.items():
             env[name] = os.environ.get(name, value)
         return env
@@ -285,6 +305,15 @@ class LocalStack:
                 os.environ[name] = value
         self._saved_env.clear()
         self._refresh_settings()
+
+    def _api_environments(self) -> int:
+        from functions.settings import get_settings
+
+        # Checkpoints kept in memory live in this process only: other environments would
+        # not see them.
+        if getattr(get_settings(), "checkpointer", "dynamodb") == "memory":
+            return 1
+        return max(1, self._max_api_environments)
 
     @staticmethod
     def _refresh_settings() -> None:

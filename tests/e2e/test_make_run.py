@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from infra.local.stack import wait_until_ok
@@ -47,3 +48,42 @@ def test_start_prints_how_to_run_and_sigterm_stops_cleanly() -> None:
     assert "LAMBDAGRAPH_API_KEYS is not set" in text
     assert "SIGTERM received, stopping" in text
     assert text.rstrip().endswith("stopped")
+
+
+def test_with_api_keys_each_key_sees_only_its_own_threads() -> None:
+    from langgraph_sdk import get_sync_client
+
+    # GIVEN the stack started with two API keys
+    port = free_port()
+    env = {**os.environ, "LAMBDAGRAPH_PORT": str(port), "LAMBDAGRAPH_API_KEYS": "key-one,key-two"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.local"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ok(url, timeout_s=60)
+        one = get_sync_client(url=url, api_key="key-one")
+        two = get_sync_client(url=url, api_key="key-two")
+        anonymous = get_sync_client(url=url, api_key="")
+
+        # WHEN the first key creates a thread and the others try to read it
+        thread = one.threads.create()
+        with pytest.raises(httpx.HTTPStatusError) as other_tenant:
+            two.threads.get(thread["thread_id"])
+        with pytest.raises(httpx.HTTPStatusError) as no_key:
+            anonymous.threads.get(thread["thread_id"])
+        own = one.threads.get(thread["thread_id"])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+
+    # THEN only its owner sees it, a missing key is refused, and no auth-off warning was printed
+    assert own["thread_id"] == thread["thread_id"]
+    assert other_tenant.value.response.status_code == 404
+    assert no_key.value.response.status_code == 401
+    assert "LAMBDAGRAPH_API_KEYS is not set" not in output.decode()
+    assert "x-api-key: key-one" in output.decode()

@@ -139,3 +139,26 @@ def _post(url: str, body: dict[str, Any]) -> Any:
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
+
+
+def test_several_clients_at_once_each_get_their_own_reply(client: SyncLangGraphClient) -> None:
+    import concurrent.futures
+
+    # GIVEN four threads, one per client conversation
+    threads = [client.threads.create()["thread_id"] for _ in range(4)]
+    inputs = [BILLING, TECHNICAL, BILLING, TECHNICAL]
+
+    # WHEN every client waits on its run at the same time (other API environments start)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results: list[Any] = list(
+            pool.map(
+                lambda pair: client.runs.wait(pair[0], "support", input=pair[1]),
+                zip(threads, inputs, strict=True),
+            )
+        )
+
+    # THEN each thread holds its own question and one reply
+    for thread_id, given, values in zip(threads, inputs, results, strict=True):
+        assert [m["type"] for m in values["messages"]] == ["human", "ai"]
+        assert values["messages"][0]["content"] == given["messages"][0]["content"]
+        assert client.threads.get_state(thread_id)["values"] == values

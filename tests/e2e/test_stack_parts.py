@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -394,3 +396,35 @@ def test_a_worker_is_kept_for_high_work_while_low_steps_run(moto_endpoint: str) 
 
     # THEN the high step ran on the kept worker before the second low step started
     assert [r["body"] for r in records[:2]] == ["low-0", "high-0"]
+
+
+def test_a_busy_api_environment_does_not_hold_up_other_requests(
+    step_handler: RecordingHandler, tmp_path: Path
+) -> None:
+    import concurrent.futures
+    import os
+
+    # GIVEN a stack whose API handler can be imported by another environment
+    marker = tmp_path / "released"
+    stack = LocalStack(
+        port=0,
+        api_handler_path="tests.e2e.slow_api.handler",
+        step_handler=step_handler,
+        housekeeping_interval_s=0,
+        api_environments=2,
+    )
+    with stack, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # WHEN one request waits for a second one to release it
+        slow = pool.submit(_request, f"{stack.url}/slow?marker={marker}")
+        for _ in range(1000):
+            if marker.with_suffix(".started").exists():
+                break
+            time.sleep(0.01)
+        _, released, _ = _request(f"{stack.url}/release?marker={marker}")
+        _, waited, _ = slow.result(timeout=60)
+
+    # THEN the second ran in another environment (a process) while the first waited
+    assert released["outcome"] == "released"
+    assert waited["outcome"] == "saw release"
+    assert {released["pid"], waited["pid"]} >= {os.getpid()}
+    assert released["pid"] != waited["pid"]
