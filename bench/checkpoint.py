@@ -36,7 +36,8 @@ from functions.checkpoint import DynamoDBSaver
 
 STEPS = 60
 LONG_STEPS = 300
-MESSAGE_CHARS = 1024  # one ~1 KB message per step
+# One ~1 KB message per step (BENCH_MESSAGE_CHARS overrides, to see where item rounding bites).
+MESSAGE_CHARS = int(os.environ.get("BENCH_MESSAGE_CHARS", "1024"))
 CONSTANT_CHARS = 10 * 1024  # the channel that never changes
 REGION = "us-east-1"
 

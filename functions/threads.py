@@ -72,7 +72,7 @@ def _with_graph_metadata(config: dict[str, Any], thread: ThreadRecord) -> dict[s
     # As the official server: a checkpoint written by update_state names its graph too.
     graph_id = thread.metadata.get("graph_id")
     if graph_id:
-        config["metadata"] = {"graph_id": graph_id, "assistant_id": graph_id}
+        config["metadata"] = {"graph_id": graph_id}
     return config
 
 

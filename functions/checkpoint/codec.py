@@ -40,6 +40,7 @@ TAIL = 2  # [TAIL, count, body]: parent value + these appended elements
 FROM_WRITES = 3  # [FROM_WRITES, count, refs]: parent value + the parent's writes named by refs
 S3_FULL = 4  # [S3_FULL, type, key]: full value stored in S3
 WRITE_VALUE = 5  # [WRITE_VALUE, task ref, idx]: the value one parent write stored
+SIDE = 6  # [SIDE, type]: full value in the checkpoint's side item (a graph input)
 
 Typed = tuple[str, bytes]
 
@@ -124,7 +125,8 @@ class CheckpointRecord:
     A *diff* record stores ``channel_versions``, ``versions_seen`` and ``metadata`` as
     changes against its parent's (resolved) record; a full record stores them whole.
     In a diff: a version or node mapped to None was removed; a node mapped to 0 saw exactly
-    the parent's channel versions. ``updated_channels`` 1 means "the channels in blobs".
+    the parent's channel versions, mapped to 1 the same channels as before at the parent's
+    versions. ``updated_channels`` 1 means "the channels in blobs".
     """
 
     parent: str | None

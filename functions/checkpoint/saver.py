@@ -6,14 +6,16 @@ Data model (one table, ``pk`` = thread id, ``sk`` = namespace + separator + ...)
   metadata, its parent id, and the values of the channels whose version changed at this
   checkpoint. A list channel that only grew stores just the appended elements, or nothing
   at all when they equal the parent checkpoint's pending writes to that channel (the usual
-  case for ``operator.add`` / ``add_messages``). It also records ``base``: the oldest
-  checkpoint whose items its values are rebuilt from.
+  case for ``operator.add`` / ``add_messages``). Versions, versions seen and metadata are
+  stored as changes against the parent. It also records ``base``: the oldest sort key its
+  values are rebuilt from.
 * writes item ``{ns}\\x1f{checkpoint_id}\\x1f{task_id}\\x1f{idx}``: one ``put_writes`` call.
 
 Items sort by checkpoint id (uuid6, time ordered), so the latest checkpoint, its pending
 writes and every item its values are rebuilt from form one contiguous key range ending at the
-top of the namespace: one descending ``Query`` reads them. When that range would outgrow one
-read, ``put`` stores the full values instead (compaction) and the range starts again.
+top of the namespace: one descending ``Query`` reads them. When that range holds more dead
+bytes than live ones, ``put`` stores every value in full (compaction) and the range restarts.
+See docs/checkpointer.md for the reasoning and the measured costs.
 
 Example:
     ```python
@@ -33,7 +35,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -62,6 +64,7 @@ from functions.checkpoint.codec import (
     FROM_WRITES,
     FULL,
     S3_FULL,
+    SIDE,
     TAIL,
     WRITE_VALUE,
     CheckpointRecord,
@@ -76,6 +79,14 @@ from functions.checkpoint.errors import (
 from functions.resources import CHECKPOINT_TABLE
 
 SEP = "\x1f"  # separates namespace, checkpoint id and task id inside a sort key
+# Side items sort just below a namespace's range, so the window Query never reads them:
+# ``{ns}\x1e{checkpoint_id}\x1f{channel}`` holds a graph input (see _SIDE_CHANNELS).
+SIDE_SEP = "\x1e"
+# A graph's input lands in __start__ at the input checkpoint and is consumed at once (the next
+# checkpoint rebuilds from the input task's writes): storing it beside the namespace keeps
+# every later read from carrying it.
+_SIDE_CHANNELS = frozenset({"__start__"})
+_SIDE_MIN_BYTES = 512
 _AFTER_SEP = "\x20"
 _TOP = "\U0010ffff"
 _PK = CHECKPOINT_TABLE.partition_key
@@ -121,8 +132,16 @@ def _item_size(thread_id: str, sort_key: str, data: bytes) -> int:
 
 
 def _check_key_part(name: str, value: str) -> None:
-    if SEP in value:
-        raise ValueError(f"{name} must not contain the character U+001F: {value!r}")
+    if SEP in value or SIDE_SEP in value:
+        raise ValueError(f"{name} must not contain the characters U+001E/U+001F: {value!r}")
+
+
+def _namespace_of(sort_key: str) -> str:
+    return sort_key.split(SEP, 1)[0].split(SIDE_SEP, 1)[0]
+
+
+def _is_side(sort_key: str) -> bool:
+    return SIDE_SEP in sort_key.split(SEP, 1)[0]
 
 
 @dataclass
@@ -341,6 +360,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 "s3", endpoint_url=endpoint_url, region_name=region_name, config=config
             )
         self._lock = threading.Lock()
+        self._last_items: tuple[str, _Items] | None = None
         # Bounded (least recently used out): one saver may serve many threads in a process.
         self._state: OrderedDict[tuple[str, str], _ThreadState] = OrderedDict()
         # (thread, ns) -> checkpoint id -> write batches, for the few newest checkpoints.
@@ -399,8 +419,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 params["CreateBucketConfiguration"] = {"LocationConstraint": region}
             self.s3.create_bucket(**params)
         if self.ttl_seconds is not None:
-            # S3 expires by whole days: round up so objects never outlive... their items'
-            # readers need them no longer than the items themselves live.
+            # S3 expires by whole days: round up, so no object expires before the items
+            # that reference it.
             days = max(1, math.ceil(self.ttl_seconds / 86400))
             self.s3.put_bucket_lifecycle_configuration(
                 Bucket=self.bucket_name,
@@ -566,6 +586,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 base: Typed = (codec.type_name(entry[1]), entry[2])
             elif kind == S3_FULL:
                 base = (codec.type_name(entry[1]), self._s3_get(entry[2]))
+            elif kind == SIDE:
+                base = (codec.type_name(entry[1]), self._side_get(items, current, channel))
             else:
                 raise CheckpointDecodeError(
                     items.thread_id, items.ns, checkpoint_id, f"unknown value kind {kind!r}"
@@ -574,6 +596,22 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 return base, start
             return self._apply_deltas(items, checkpoint_id, channel, base, steps), start
         return None, None
+
+    def _side_get(self, items: _Items, checkpoint_id: str, channel: str) -> bytes:
+        key = {
+            _PK: {"S": items.thread_id},
+            _SK: {"S": f"{items.ns}{SIDE_SEP}{checkpoint_id}{SEP}{channel}"},
+        }
+        try:
+            item = self.client.get_item(TableName=self.table_name, Key=key, ConsistentRead=True)
+        except ClientError as exc:
+            raise self._wrap(exc) from exc
+        if "Item" not in item:
+            raise CheckpointDecodeError(
+                items.thread_id, items.ns, checkpoint_id, f"stored input {channel!r} is missing"
+            )
+        data: bytes = item["Item"][_DATA]["B"]
+        return data
 
     def _apply_deltas(
         self,
@@ -685,6 +723,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     seen.pop(node, None)
                 elif mapping == 0:
                     seen[node] = dict(resolved.versions)
+                elif mapping == 1:
+                    seen[node] = {ch: resolved.versions.get(ch) for ch in resolved.seen[node]}
                 else:
                     seen[node] = dict(mapping)
             resolved = _Resolved(
@@ -833,7 +873,12 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         target = items.latest()
         if target is None or (checkpoint_id is not None and target != checkpoint_id):
             return None
-        return self._tuple(items, target, remember=True)
+        result = self._tuple(items, target, remember=True)
+        with self._lock:
+            # LangGraph asks for DeltaChannel history right after loading a checkpoint:
+            # serve it from the items this read already holds.
+            self._last_items = (target, items)
+        return result
 
     def list(
         self,
@@ -890,7 +935,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
     def _namespaces(self, thread_id: str) -> builtins.list[str]:
         namespaces: set[str] = set()
         for item in self._all_items(thread_id, projection=True):
-            namespaces.add(item[_SK]["S"].split(SEP, 1)[0])
+            namespaces.add(_namespace_of(item[_SK]["S"]))
         # Root first, then children, as a stable order.
         return sorted(namespaces)
 
@@ -927,7 +972,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             except ClientError as exc:
                 raise self._wrap(exc) from exc
             for item in response.get("Items", []):
-                groups.add((item[_PK]["S"], item[_SK]["S"].split(SEP, 1)[0]))
+                groups.add((item[_PK]["S"], _namespace_of(item[_SK]["S"])))
             last = response.get("LastEvaluatedKey")
             if last is None:
                 return sorted(groups)
@@ -979,11 +1024,14 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
 
         with self._lock:
             state = self._state.get((thread_id, ns))
+            if state is not None:
+                # put_writes() may add to the window concurrently: work on a copy.
+                state = replace(state, window=dict(state.window))
         if state is not None and state.checkpoint_id != parent:
             state = None  # not the checkpoint this saver last saw: store everything
 
         planned = self._incremental(
-            thread_id, ns, state, parent, checkpoint_id, values, versions, new_versions
+            thread_id, ns, state, parent, checkpoint_id, values, versions, new_versions, md
         )
         if planned is None:
             blobs, new_values, starts = self._full_values(checkpoint_id, values, versions)
@@ -1008,6 +1056,12 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             blobs, new_values, starts = self._full_values(checkpoint_id, values, versions)
             diff, base, record_start, planned = None, checkpoint_id, checkpoint_id, None
 
+        side: dict[str, bytes] = {}
+        for channel in _SIDE_CHANNELS:
+            entry = blobs.get(channel)
+            if entry and entry[0] == FULL and _SIDE_MIN_BYTES <= len(entry[2]) <= _ITEM_BUDGET:
+                side[channel] = entry[2]
+                blobs[channel] = [SIDE, entry[1]]
         self._offload(thread_id, ns, checkpoint_id, blobs)
         extra = {k: v for k, v in checkpoint.items() if k not in _CHECKPOINT_KEYS and v}
         stored_base: str | None = base
@@ -1039,14 +1093,21 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         )
         sort_key = _prefix(ns) + checkpoint_id
         data = record.encode()
-        self._put_item(
-            {
-                _PK: {"S": thread_id},
-                _SK: {"S": sort_key},
-                _DATA: {"B": data},
-                **self._ttl_attr(),
-            }
-        )
+        item = {_PK: {"S": thread_id}, _SK: {"S": sort_key}, _DATA: {"B": data}, **self._ttl_attr()}
+        if side:
+            # One request still: the checkpoint and its side items in one batch.
+            side_items = [
+                {
+                    _PK: {"S": thread_id},
+                    _SK: {"S": f"{ns}{SIDE_SEP}{checkpoint_id}{SEP}{channel}"},
+                    _DATA: {"B": value},
+                    **self._ttl_attr(),
+                }
+                for channel, value in side.items()
+            ]
+            self._batch_write([{"PutRequest": {"Item": i}} for i in [*side_items, item]])
+        else:
+            self._put_item(item)
         window = {}
         if planned is not None and state is not None:
             window = {sk: size for sk, size in state.window.items() if sk >= base}
@@ -1059,6 +1120,12 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             record_start=record_start,
         )
         with self._lock:
+            current = self._state.get((thread_id, ns))
+            if current is not None:
+                # Writes to the new checkpoint that landed while it was being stored.
+                window.update(
+                    {sk: size for sk, size in current.window.items() if sk > checkpoint_id}
+                )
             self._remember(
                 thread_id,
                 ns,
@@ -1107,6 +1174,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         values: dict[str, Any],
         versions: dict[str, Any],
         new_versions: ChannelVersions,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[dict[str, builtins.list[Any]], dict[str, Typed | None], dict[str, str], str] | None:
         """Only the channels whose version changed, as references or appended tails where
         possible; None when a full checkpoint is due (no parent known, or compaction)."""
@@ -1135,10 +1203,15 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 new_values[channel] = typed
                 blobs[channel] = [FULL, codec.type_code(typed[0]), typed[1]]
                 starts[channel] = checkpoint_id
+        delta_channels = (metadata or {}).get("counters_since_delta_snapshot") or {}
         for channel in new_versions:
             if channel not in values:
                 blobs[channel] = [EMPTY]
                 new_values[channel] = None
+                if channel in delta_channels and channel in state.starts:
+                    # A DeltaChannel between snapshots: LangGraph rebuilds it from the writes
+                    # since its last snapshot, so keep those in the read window.
+                    starts[channel] = state.starts[channel]
                 continue
             typed = self.serde.dumps_typed(values[channel])
             new_values[channel] = typed
@@ -1178,9 +1251,15 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         versions_diff.update({ch: None for ch in prev.versions if ch not in versions})
         seen_diff: dict[str, Any] = {}
         for node, mapping in seen.items():
-            if prev.seen.get(node) == mapping:
+            before = prev.seen.get(node)
+            if before == mapping:
                 continue
-            seen_diff[node] = 0 if mapping == prev.versions else mapping
+            if mapping == prev.versions:
+                seen_diff[node] = 0
+            elif before is not None and mapping == {ch: prev.versions.get(ch) for ch in before}:
+                seen_diff[node] = 1  # the same channels, seen at the parent's versions
+            else:
+                seen_diff[node] = mapping
         seen_diff.update({node: None for node in prev.seen if node not in seen})
         md_diff = {k: v for k, v in md.items() if k not in prev.metadata or prev.metadata[k] != v}
         return versions_diff, seen_diff, md_diff
@@ -1387,8 +1466,18 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         checkpoint_id = get_checkpoint_id(config)
         prefix = _prefix(ns)
         upper = prefix + checkpoint_id + _AFTER_SEP if checkpoint_id else None
-        items = _Items(self, thread_id, ns, upper=upper)
-        target = items.latest()
+        with self._lock:
+            cached = self._last_items
+        if (
+            cached is not None
+            and checkpoint_id == cached[0]
+            and (cached[1].thread_id, cached[1].ns) == (thread_id, ns)
+        ):
+            target: str | None = cached[0]
+            items = cached[1]
+        else:
+            items = _Items(self, thread_id, ns, upper=upper)
+            target = items.latest()
         collected: dict[str, builtins.list[PendingWrite]] = {c: [] for c in channels}
         seeds: dict[str, Any] = {}
         remaining = set(channels)
@@ -1464,6 +1553,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             self._s3_copy(key, new_key)
             return new_key
 
+        if _is_side(sk):
+            return data
         rest = sk.partition(SEP)[2]
         if SEP in rest:
             task_path, entries = codec.unpack(data)
@@ -1499,6 +1590,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 if latest is None:
                     continue
                 self._rewrite_full(items, latest)
+                doomed.extend(self._side_keys(thread_id, ns))  # the latest is inline now
                 prefix = _prefix(ns)
                 kept_prefix = prefix + latest
                 for sk in items.sort_keys:
@@ -1534,8 +1626,34 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             doomed = [
                 sk for sk in items.sort_keys if sk[len(prefix) :].split(SEP, 1)[0] in doomed_ids
             ]
+            doomed.extend(
+                sk
+                for sk in self._side_keys(thread_id, ns)
+                if sk.split(SIDE_SEP, 1)[1].split(SEP, 1)[0] in doomed_ids
+            )
             self._delete_keys(thread_id, doomed)
             self._s3_delete_prefix(self._s3_prefix(thread_id), keep=self._referenced_s3(thread_id))
+
+    def _side_keys(self, thread_id: str, ns: str) -> builtins.list[str]:
+        """Sort keys of a namespace's side items (graph inputs)."""
+        params: dict[str, Any] = {
+            "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": {"#pk": _PK, "#sk": _SK},
+            "ExpressionAttributeValues": {
+                ":pk": {"S": thread_id},
+                ":lo": {"S": ns + SIDE_SEP},
+                ":hi": {"S": ns + SIDE_SEP + _TOP},
+            },
+            "ProjectionExpression": "#sk",
+        }
+        keys: builtins.list[str] = []
+        while True:
+            response = self._query(params)
+            keys.extend(i[_SK]["S"] for i in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if last is None:
+                return keys
+            params["ExclusiveStartKey"] = last
 
     def _rewrite_full(self, items: _Items, checkpoint_id: str) -> None:
         """Re-store a checkpoint with every value in full, so it depends on no other item."""
@@ -1590,6 +1708,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         for item in self._all_items(thread_id):
             sk = item[_SK]["S"]
             data = item[_DATA]["B"]
+            if _is_side(sk):
+                continue
             if SEP in sk.partition(SEP)[2]:
                 _, entries = codec.unpack(data)
                 keys.update(e[4] for e in entries if len(e) > 4)

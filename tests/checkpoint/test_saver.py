@@ -294,7 +294,9 @@ def test_prune_keeps_the_latest_checkpoint_readable_when_built_from_deltas(
     saver: DynamoDBSaver,
 ) -> None:
     # GIVEN a thread whose latest state is rebuilt from earlier items
-    config = graphs.run_stepwise(lambda: _appender(_fresh(saver), steps=8), {"messages": []})
+    config = graphs.run_stepwise(
+        lambda: _appender(_fresh(saver), steps=8), {"messages": ["p" * 1000]}
+    )
     before = _fresh(saver).get_tuple(config)
 
     # WHEN everything but the latest checkpoint is pruned
@@ -439,3 +441,58 @@ async def test_async_methods_round_trip(saver: DynamoDBSaver) -> None:
     assert tup.checkpoint["channel_values"] == {"a": [1, 2]}
     assert tup.pending_writes == [("task-1", "a", [3])]
     assert len(listed) == 1
+
+
+def test_graph_input_is_kept_beside_the_read_window_and_survives_copy(
+    saver: DynamoDBSaver,
+) -> None:
+    # GIVEN a run whose 5 KB input is stored beside the namespace's read window
+    config = graphs.run_stepwise(
+        lambda: _appender(_fresh(saver), steps=3), {"messages": ["i" * 5000]}
+    )
+    thread_id = config["configurable"]["thread_id"]
+    saver.copy_thread(thread_id, f"{thread_id}-copy")
+    read_bytes: list[int] = []
+
+    def count(parsed: dict[str, Any], **_: Any) -> None:
+        read_bytes.append(sum(len(i["d"]["B"]) for i in parsed.get("Items", [])))
+
+    reader = _fresh(saver)
+    reader.client.meta.events.register("after-call.dynamodb.Query", count)
+
+    # WHEN the latest checkpoint is read, then the input checkpoint of the copy
+    latest = reader.get_tuple(config)
+    reader.client.meta.events.unregister("after-call.dynamodb.Query", count)
+    copied = list(reader.list({"configurable": {"thread_id": f"{thread_id}-copy"}}))
+    first = next(t for t in copied if t.metadata["source"] == "input")
+
+    # THEN the latest read carries the input once (in the input task's writes), and the
+    # input checkpoint still holds the whole input
+    assert latest is not None
+    assert len(latest.checkpoint["channel_values"]["messages"]) == 3
+    assert sum(read_bytes) < 2 * 5000
+    assert first.checkpoint["channel_values"]["__start__"] == {"messages": ["i" * 5000]}
+
+
+def test_ttl_restores_values_before_what_they_depend_on_expires(
+    make_saver: SaverFactory,
+) -> None:
+    # GIVEN a one-second retention and a list stored as appends on a first checkpoint
+    saver = make_saver(ttl_seconds=1)
+    first = _put(saver, "t-ttl-full", {"log": ["a" * 400]})
+    saver.get_tuple(_config("t-ttl-full"))
+    second = _put(saver, "t-ttl-full", {"log": ["a" * 400, "b"]}, parent=first, step=1)
+    saver.get_tuple(_config("t-ttl-full"))
+
+    # WHEN the next checkpoint is stored after half the retention has passed
+    time.sleep(0.6)
+    third = _put(saver, "t-ttl-full", {"log": ["a" * 400, "b", "c"]}, parent=second, step=2)
+
+    # THEN the early append was stored as a delta, the late one in full (no dependency on
+    # items about to expire)
+    items = {
+        i["sk"]["S"][1:]: len(i["d"]["B"])
+        for i in saver.client.scan(TableName=saver.table_name)["Items"]
+    }
+    assert items[second] < 300
+    assert items[third] > 400
