@@ -10,7 +10,7 @@ through the environment variables below.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
@@ -36,6 +36,40 @@ class TableSpec:
     ttl_attribute: str | None = "ttl"
     global_indexes: tuple[Index, ...] = ()
     env_var: str = ""
+
+    def create_table_request(self, table_name: str) -> dict[str, Any]:
+        """``CreateTable`` parameters for this spec (local stack, ``setup()``, tests).
+
+        CDK builds the same table from the same fields; this is its boto3 counterpart.
+        """
+        keys = [self.partition_key, *([self.sort_key] if self.sort_key else [])]
+        for index in self.global_indexes:
+            keys += [index.partition_key, *([index.sort_key] if index.sort_key else [])]
+        request: dict[str, Any] = {
+            "TableName": table_name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [
+                {"AttributeName": key, "AttributeType": "S"} for key in dict.fromkeys(keys)
+            ],
+            "KeySchema": _key_schema(self.partition_key, self.sort_key),
+        }
+        if self.global_indexes:
+            request["GlobalSecondaryIndexes"] = [
+                {
+                    "IndexName": index.name,
+                    "KeySchema": _key_schema(index.partition_key, index.sort_key),
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+                for index in self.global_indexes
+            ]
+        return request
+
+
+def _key_schema(partition_key: str, sort_key: str | None) -> list[dict[str, str]]:
+    schema = [{"AttributeName": partition_key, "KeyType": "HASH"}]
+    if sort_key:
+        schema.append({"AttributeName": sort_key, "KeyType": "RANGE"})
+    return schema
 
 
 @dataclass(frozen=True)

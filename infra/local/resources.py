@@ -94,26 +94,7 @@ def _set_env(env: dict[str, str], name: str, value: str) -> None:
 
 def _create_table(dynamodb: Any, spec: TableSpec) -> str:
     name = local_name(spec.logical_id)
-    keys = [spec.partition_key, *([spec.sort_key] if spec.sort_key else [])]
-    for index in spec.global_indexes:
-        keys += [index.partition_key, *([index.sort_key] if index.sort_key else [])]
-    request: dict[str, Any] = {
-        "TableName": name,
-        "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [
-            {"AttributeName": key, "AttributeType": "S"} for key in dict.fromkeys(keys)
-        ],
-        "KeySchema": _key_schema(spec.partition_key, spec.sort_key),
-    }
-    if spec.global_indexes:
-        request["GlobalSecondaryIndexes"] = [
-            {
-                "IndexName": index.name,
-                "KeySchema": _key_schema(index.partition_key, index.sort_key),
-                "Projection": {"ProjectionType": "ALL"},
-            }
-            for index in spec.global_indexes
-        ]
+    request = spec.create_table_request(name)
     try:
         dynamodb.create_table(**request)
     except dynamodb.exceptions.ResourceInUseException:
@@ -124,13 +105,6 @@ def _create_table(dynamodb: Any, spec: TableSpec) -> str:
             TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
         )
     return name
-
-
-def _key_schema(partition_key: str, sort_key: str | None) -> list[dict[str, str]]:
-    schema = [{"AttributeName": partition_key, "KeyType": "HASH"}]
-    if sort_key:
-        schema.append({"AttributeName": sort_key, "KeyType": "RANGE"})
-    return schema
 
 
 def _create_bucket(s3: Any, spec: BucketSpec, region: str) -> str:

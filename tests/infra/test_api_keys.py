@@ -23,31 +23,8 @@ pytestmark = [pytest.mark.infra, pytest.mark.integration]
 def runtime_table(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     name = f"runtime-{uuid4().hex[:8]}"
-    spec = RUNTIME_TABLE
-    index = spec.global_indexes[0]
     dynamodb: Any = boto3.client("dynamodb")  # plain dicts below, not the stubs' TypedDicts
-    dynamodb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": attr, "AttributeType": "S"}
-            for attr in (spec.partition_key, spec.sort_key, index.partition_key, index.sort_key)
-        ],
-        KeySchema=[
-            {"AttributeName": spec.partition_key, "KeyType": "HASH"},
-            {"AttributeName": spec.sort_key, "KeyType": "RANGE"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": index.name,
-                "KeySchema": [
-                    {"AttributeName": index.partition_key, "KeyType": "HASH"},
-                    {"AttributeName": index.sort_key, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
+    dynamodb.create_table(**RUNTIME_TABLE.create_table_request(name))
     return name
 
 

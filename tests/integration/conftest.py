@@ -58,32 +58,7 @@ class Reply:
 
 
 def create_runtime_table(client: Any, name: str) -> None:
-    spec = RUNTIME_TABLE
-    attributes = {spec.partition_key, spec.sort_key or ""} - {""}
-    for index in spec.global_indexes:
-        attributes |= {index.partition_key, index.sort_key or ""} - {""}
-    client.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)
-        ],
-        KeySchema=[
-            {"AttributeName": spec.partition_key, "KeyType": "HASH"},
-            {"AttributeName": spec.sort_key, "KeyType": "RANGE"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": index.name,
-                "KeySchema": [
-                    {"AttributeName": index.partition_key, "KeyType": "HASH"},
-                    {"AttributeName": index.sort_key, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-            for index in spec.global_indexes
-        ],
-    )
+    client.create_table(**RUNTIME_TABLE.create_table_request(name))
 
 
 class Stack:
