@@ -10,7 +10,9 @@ import json
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
+from re import Match
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, unquote
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -279,7 +281,8 @@ def history_get(
 
 
 def _run_location(thread_id: str, run_id: str) -> dict[str, str]:
-    return {"Content-Location": f"/threads/{thread_id}/runs/{run_id}"}
+    # Percent-encoded: a thread id may hold any character, a header only ASCII.
+    return {"Content-Location": f"/threads/{quote(thread_id, safe='')}/runs/{run_id}"}
 
 
 def _join_location(thread_id: str, run_id: str) -> dict[str, str]:
@@ -287,7 +290,7 @@ def _join_location(thread_id: str, run_id: str) -> dict[str, str]:
     # to ``Location`` when a long ``wait``/``join`` answer is cut off.
     return {
         **_run_location(thread_id, run_id),
-        "Location": f"/threads/{thread_id}/runs/{run_id}/join",
+        "Location": f"/threads/{quote(thread_id, safe='')}/runs/{run_id}/join",
     }
 
 
@@ -347,9 +350,22 @@ def cancel_run(
     )
 
 
+class _Resolver(APIGatewayRestResolver):
+    """Path parameters percent-decoded.
+
+    API Gateway REST passes ``path`` still percent-encoded and Powertools matches routes on
+    it (right: ``%2F`` stays inside one segment) but hands the values on encoded, so a thread
+    ``ü`` (``/threads/%C3%BC``) was never found. Bytes that are not UTF-8 become U+FFFD,
+    which no id the API issued holds: a 404.
+    """
+
+    def _convert_matches_into_route_keys(self, match: Match[str]) -> dict[str, str]:
+        return {k: unquote(v, errors="replace") for k, v in match.groupdict().items()}
+
+
 def build_app() -> APIGatewayRestResolver:
     """A resolver with every route and error mapping registered."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = _Resolver(enable_validation=True)
     app.enable_swagger(path="/docs", title="lambdagraph", version="0.1.0")
     app.exception_handler(LambdagraphError)(_client_error)
     app.exception_handler(RequestValidationError)(_validation_error)

@@ -241,3 +241,36 @@ def test_limits_out_of_range_are_422(stack: Stack, limit: str, status: int) -> N
     thread_id = stack.create_thread()
     reply = stack.api("GET", f"/threads/{thread_id}/runs", query={"limit": limit})
     assert reply.status == status
+
+
+def test_ids_with_any_unicode_are_reachable_through_the_encoded_path(stack: Stack) -> None:
+    # GIVEN a thread whose id has non-ASCII characters and a space
+    created = stack.api("POST", "/threads", {"thread_id": "ü t 😀"})
+    assert created.status == 200
+    # WHEN it is read and run through the path as API Gateway passes it (percent-encoded)
+    got = stack.api("GET", "/threads/%C3%BC%20t%20%F0%9F%98%80")
+    run = stack.api(
+        "POST",
+        "/threads/%C3%BC%20t%20%F0%9F%98%80/runs",
+        {"assistant_id": "support", "input": {"messages": []}},
+    )
+    # THEN it is found (it was a 404: the id was matched still encoded), and the run's
+    # location header is ASCII, percent-encoded (a raw emoji broke the HTTP adapter)
+    assert got.status == 200
+    assert got.body["thread_id"] == "ü t 😀"
+    assert run.status == 200
+    location = run.headers["Content-Location"]
+    assert location.startswith("/threads/%C3%BC%20t%20%F0%9F%98%80/runs/")
+    assert stack.api("GET", location).body["thread_id"] == "ü t 😀"
+
+
+def test_a_thread_id_with_a_slash_is_reachable_and_a_path_not_utf8_is_404(stack: Stack) -> None:
+    # GIVEN a thread whose id has a slash
+    assert stack.api("POST", "/threads", {"thread_id": "a/b"}).status == 200
+    # WHEN it is read with the slash encoded, and a path is not UTF-8 once decoded
+    slash = stack.api("GET", "/threads/a%2Fb")
+    not_utf8 = stack.api("GET", "/threads/%FF")
+    # THEN the thread is found, and the other path is a 404 (it was a 404 for both)
+    assert slash.status == 200
+    assert slash.body["thread_id"] == "a/b"
+    assert not_utf8.status == 404
