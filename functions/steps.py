@@ -59,7 +59,8 @@ class StepWorker:
         Raises on infrastructure errors so SQS redelivers the message; on the last
         delivery the run is first marked ``error`` so it never stays ``running``.
         """
-        logger.append_keys(
+        # Thread-local keys: the local stack runs several workers in one process.
+        logger.thread_safe_append_keys(
             run_id=message.run_id,
             thread_id=message.thread_id,
             step=message.step,

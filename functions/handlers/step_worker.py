@@ -60,7 +60,8 @@ def handler(
 
     def record_handler(record: SQSRecord) -> str:
         message = StepMessage.from_json(record.body)
-        logger.append_keys(priority=_priority_of(record, message))
+        logger.thread_safe_clear_keys()
+        logger.thread_safe_append_keys(priority=_priority_of(record, message))
         attributes = record.attributes
         delivery = Delivery(
             receive_count=int(attributes.approximate_receive_count or 1),
