@@ -9,7 +9,11 @@ Data model (one table, ``pk`` = thread id, ``sk`` = namespace + separator + ...)
   case for ``operator.add`` / ``add_messages``). Versions, versions seen and metadata are
   stored as changes against the parent. It also records ``base``: the oldest sort key its
   values are rebuilt from.
-* writes item ``{ns}\\x1f{checkpoint_id}\\x1f{task_id}\\x1f{idx}``: one ``put_writes`` call.
+* writes item ``{ns}\\x1f{checkpoint_id}\\x1f{task}\\x1f{idx}``: one ``put_writes`` call
+  (``{task}``: a uuid task id in 21 characters, see ``codec.task_key``).
+
+Values of 512 bytes and more are stored deflated when that makes them smaller
+(``compress_min_bytes``).
 
 Items sort by checkpoint id (uuid6, time ordered), so the latest checkpoint, its pending
 writes and every item its values are rebuilt from form one contiguous key range ending at the
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import copy
 import math
 import threading
 import time
@@ -64,6 +69,7 @@ from functions.checkpoint.codec import (
     FROM_WRITES,
     FULL,
     S3_FULL,
+    SAME_SEEN,
     SIDE,
     TAIL,
     WRITE_VALUE,
@@ -102,6 +108,8 @@ _COMPACT_SLACK = 64 * 1024
 # Store a checkpoint's record in full rather than as a diff that would stretch the read
 # window back over more than this many bytes.
 _DIFF_CHAIN_BYTES = 2048
+# A record whose base equals its parent's stores none, except every this many records.
+_BASE_EVERY = 8
 # (thread, namespace) pairs whose latest state a saver keeps in memory.
 _CACHED_THREADS = 256
 # Items a known window may have gained since this saver last saw it (other writers' writes).
@@ -153,6 +161,9 @@ class _Resolved:
     metadata: dict[str, Any]
     updated: list[str] | None
     record_start: str  # sort key suffix of the full record this one is a diff chain from
+    # The record's own versions_seen diff (None for a full record): the next record stores
+    # SAME_SEEN instead of repeating it, which is every step of a loop.
+    seen_diff: dict[str, Any] | None = None
 
 
 @dataclass
@@ -166,6 +177,7 @@ class _ThreadState:
     starts: dict[str, str]  # channel -> sort key suffix of the oldest item it is rebuilt from
     resolved: _Resolved
     window: dict[str, int]  # sort key suffix -> item size, for the items from base up
+    base_age: int = 0  # records since the last one that stored its base explicitly
 
 
 @dataclass
@@ -316,6 +328,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             table's TTL attribute ``ttl``); ``setup()`` adds a matching S3 lifecycle rule.
         read_items: items the first read of a checkpoint asks for; ``put`` compacts before a
             checkpoint's items outgrow it, so one read returns everything.
+        compress_min_bytes: serialized values at least this long are stored deflated
+            (zlib, stdlib) when that makes them smaller; ``None`` stores every value as is.
+            Text, JSON and tool output usually shrink 2-4x; items are billed per KB.
         serde: LangGraph serializer (default ``JsonPlusSerializer``).
         dynamodb_client / s3_client: injected clients (tests, instrumentation).
 
@@ -336,6 +351,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         region_name: str | None = None,
         ttl_seconds: int | None = None,
         read_items: int = 160,
+        compress_min_bytes: int | None = 512,
         serde: SerializerProtocol | None = None,
         boto_config: Config | None = None,
         dynamodb_client: Any | None = None,
@@ -350,6 +366,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         self.bucket_name = bucket_name
         self.ttl_seconds = ttl_seconds
         self.read_items = read_items
+        if compress_min_bytes is not None and compress_min_bytes < 0:
+            raise ValueError("compress_min_bytes must be >= 0 (or None: never compress)")
+        self.compress_min_bytes = compress_min_bytes
         config = boto_config or Config(retries={"mode": "standard", "max_attempts": 5})
         self.client: Any = dynamodb_client or boto3.client(
             "dynamodb", endpoint_url=endpoint_url, region_name=region_name, config=config
@@ -587,7 +606,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             elif kind == S3_FULL:
                 base = (codec.type_name(entry[1]), self._s3_get(entry[2]))
             elif kind == SIDE:
-                base = (codec.type_name(entry[1]), self._side_get(items, current, channel))
+                base = codec.load(entry[1], self._side_get(items, current, channel))
             else:
                 raise CheckpointDecodeError(
                     items.thread_id, items.ns, checkpoint_id, f"unknown value kind {kind!r}"
@@ -660,14 +679,20 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
 
     def _base(self, items: _Items, checkpoint_id: str) -> str:
         """A record's base; a diff record with the same base as its parent stores none."""
+        return self._base_age(items, checkpoint_id)[0]
+
+    def _base_age(self, items: _Items, checkpoint_id: str) -> tuple[str, int]:
+        """A record's base and how many parents were walked to find it."""
         current: str | None = checkpoint_id
+        age = 0
         while current is not None:
             record = items.record(current)
             if record is None:
                 break
             if record.base is not None:
-                return record.base
+                return record.base, age
             current = record.parent
+            age += 1
         raise CheckpointDecodeError(
             items.thread_id, items.ns, checkpoint_id, f"no base found (reached {current!r})"
         )
@@ -695,6 +720,10 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     raise CheckpointDecodeError(
                         items.thread_id, items.ns, current, "full record without versions"
                     )
+                if not isinstance(record.versions_seen, dict) or record.metadata is None:
+                    raise CheckpointDecodeError(
+                        items.thread_id, items.ns, current, "full record stored as a diff"
+                    )
                 resolved = _Resolved(
                     versions=dict(record.channel_versions),
                     seen={k: dict(v) for k, v in record.versions_seen.items()},
@@ -718,7 +747,10 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 else:
                     versions[channel] = version
             seen = dict(resolved.seen)
-            for node, mapping in record.versions_seen.items():
+            seen_diff = record.versions_seen
+            if not isinstance(seen_diff, dict):  # SAME_SEEN
+                seen_diff = resolved.seen_diff or {}
+            for node, mapping in seen_diff.items():
                 if mapping is None:
                     seen.pop(node, None)
                 elif mapping == 0:
@@ -727,12 +759,17 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     seen[node] = {ch: resolved.versions.get(ch) for ch in resolved.seen[node]}
                 else:
                     seen[node] = dict(mapping)
+            if record.metadata is None:  # NEXT_STEP: only the step moved on, by one
+                metadata = {**resolved.metadata, "step": resolved.metadata["step"] + 1}
+            else:
+                metadata = {**resolved.metadata, **self.serde.loads_typed(record.metadata)}
             resolved = _Resolved(
                 versions=versions,
                 seen=seen,
-                metadata={**resolved.metadata, **self.serde.loads_typed(record.metadata)},
+                metadata=metadata,
                 updated=self._updated(record),
                 record_start=resolved.record_start,
+                seen_diff=seen_diff,
             )
             items.resolved[cid] = resolved
         return resolved
@@ -772,7 +809,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         record = items.record(checkpoint_id)
         if record is None:
             return None
-        base = self._base(items, checkpoint_id)
+        base, base_age = self._base_age(items, checkpoint_id)
         items.ensure_down_to(items.prefix + base)
         values: dict[str, Typed | None] = {}
         starts: dict[str, str] = {}
@@ -807,7 +844,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             "channel_values": channel_values,
             "channel_versions": dict(resolved.versions),
             "versions_seen": {k: dict(v) for k, v in resolved.seen.items()},
-            "updated_channels": resolved.updated,
+            "updated_channels": list(resolved.updated) if resolved.updated is not None else None,
         }
         if remember:
             window = {sk: size for sk, size in items.sizes.items() if sk >= base}
@@ -818,6 +855,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 starts=starts,
                 resolved=resolved,
                 window=window,
+                base_age=base_age,
             )
             batch = _WriteBatch(writes=list(writes), ok=True)
             batch.done.set()
@@ -845,7 +883,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         return CheckpointTuple(
             config=config,
             checkpoint=checkpoint,  # type: ignore[arg-type]
-            metadata=dict(resolved.metadata),  # type: ignore[arg-type]
+            # A deep copy: the resolved metadata stays cached (put() diffs against it), and
+            # callers may mutate what they get (nested values such as ``parents`` included).
+            metadata=copy.deepcopy(resolved.metadata),  # type: ignore[arg-type]
             parent_config=parent_config,
             pending_writes=pending,
         )
@@ -1019,7 +1059,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         values = checkpoint["channel_values"]
         versions = dict(checkpoint["channel_versions"])
         seen = {k: dict(v) for k, v in checkpoint["versions_seen"].items()}
-        md = dict(get_checkpoint_metadata(config, metadata))
+        # Deep copies: these are cached as the thread's latest state and diffed against at the
+        # next put(), while LangGraph (another thread, even) keeps using its own objects.
+        md = copy.deepcopy(dict(get_checkpoint_metadata(config, metadata)))
         updated = checkpoint.get("updated_channels")
 
         with self._lock:
@@ -1060,13 +1102,26 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         for channel in _SIDE_CHANNELS:
             entry = blobs.get(channel)
             if entry and entry[0] == FULL and _SIDE_MIN_BYTES <= len(entry[2]) <= _ITEM_BUDGET:
-                side[channel] = entry[2]
-                blobs[channel] = [SIDE, entry[1]]
+                code, side[channel] = codec.store(entry[1], entry[2], self.compress_min_bytes)
+                blobs[channel] = [SIDE, code]
         self._offload(thread_id, ns, checkpoint_id, blobs)
         extra = {k: v for k, v in checkpoint.items() if k not in _CHECKPOINT_KEYS and v}
-        stored_base: str | None = base
-        if diff is not None:
-            versions_field, seen_field, md_field = diff
+        # Unchanged from the parent's (the usual step): readers find it by walking parents,
+        # which the read window holds anyway.
+        # Every _BASE_EVERY records it is stored anyway, so that a cold reader finds it among
+        # the first page's newest items instead of walking parents one Query at a time.
+        inherit = state is not None and base == state.base and state.base_age < _BASE_EVERY
+        stored_base: str | None = None if inherit else base
+        seen_diff: dict[str, Any] | None = None
+        stored_seen: dict[str, Any] | int
+        stored_md: Typed | None
+        if diff is not None and state is not None:
+            versions_field, seen_diff, md_field = diff
+            # A loop repeats its versions_seen diff and only moves the step: say so in a byte.
+            stored_seen = SAME_SEEN if seen_diff == state.resolved.seen_diff else seen_diff
+            prev_step = state.resolved.metadata.get("step")
+            next_step = type(prev_step) is int and md_field == {"step": prev_step + 1}
+            stored_md = None if next_step else self.serde.dumps_typed(md_field)
             changed_to = set(versions_field.values())
             if (
                 len(changed_to) == 1
@@ -1075,24 +1130,24 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             ):
                 versions_field = changed_to.pop()  # one version for every changed channel
         else:
-            versions_field, seen_field, md_field = versions, seen, md
+            versions_field, stored_seen, stored_md = versions, seen, self.serde.dumps_typed(md)
         record = CheckpointRecord(
             parent=parent,
             ts=checkpoint["ts"],
             v=checkpoint["v"],
             channel_versions=versions_field,
-            versions_seen=seen_field,
+            versions_seen=stored_seen,
             updated_channels=1
             if updated is not None and sorted(updated) == sorted(blobs)
             else updated,
-            metadata=self.serde.dumps_typed(md_field),
+            metadata=stored_md,
             base=stored_base,
             blobs=blobs,
             extra=self.serde.dumps_typed(extra) if extra else None,
             diff=diff is not None,
         )
         sort_key = _prefix(ns) + checkpoint_id
-        data = record.encode()
+        data = record.encode(self.compress_min_bytes)
         item = {_PK: {"S": thread_id}, _SK: {"S": sort_key}, _DATA: {"B": data}, **self._ttl_attr()}
         if side:
             # One request still: the checkpoint and its side items in one batch.
@@ -1118,6 +1173,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             metadata=md,
             updated=list(updated) if updated is not None else None,
             record_start=record_start,
+            seen_diff=seen_diff,
         )
         with self._lock:
             current = self._state.get((thread_id, ns))
@@ -1136,6 +1192,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     starts=starts,
                     resolved=resolved,
                     window=window,
+                    base_age=state.base_age + 1 if inherit and state is not None else 0,
                 ),
             )
         return {
@@ -1339,6 +1396,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         ns: str = configurable.get("checkpoint_ns", "")
         checkpoint_id: str = configurable["checkpoint_id"]
         _check_key_part("task_id", task_id)
+        if task_id.startswith(codec.TASK_KEY_MARK):
+            raise ValueError(f"task_id must not start with U+001D: {task_id!r}")
         # Registered before any work so a put() running concurrently knows to wait for it.
         batch = _WriteBatch(writes=[])
         with self._lock:
@@ -1387,11 +1446,11 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             self._s3_put(key, write.data)
             total -= len(write.data)
             write.data, write.s3_key = None, key
-        suffix = f"{checkpoint_id}{SEP}{task_id}{SEP}{first_idx}"
+        suffix = f"{checkpoint_id}{SEP}{codec.task_key(task_id)}{SEP}{first_idx}"
         sort_key = _prefix(ns) + suffix
         for write in stored:
             write.sort_key = suffix
-        data = codec.encode_writes(task_path, stored)
+        data = codec.encode_writes(task_path, stored, self.compress_min_bytes)
         batch.writes = stored
         with self._lock:
             state = self._state.get((thread_id, ns))
@@ -1467,7 +1526,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         prefix = _prefix(ns)
         upper = prefix + checkpoint_id + _AFTER_SEP if checkpoint_id else None
         with self._lock:
-            cached = self._last_items
+            # Taken, not shared: _Items loads pages into its own dicts as it goes, so two
+            # threads must never walk the same one.
+            cached, self._last_items = self._last_items, None
         if (
             cached is not None
             and checkpoint_id == cached[0]
@@ -1570,7 +1631,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             if entry[0] == S3_FULL:
                 entry[2] = moved(entry[2])
                 changed = True
-        return record.encode() if changed else data
+        return record.encode(self.compress_min_bytes) if changed else data
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``keep_latest``: keep each namespace's latest checkpoint (stored self-contained)
@@ -1618,10 +1679,17 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             if not doomed_ids:
                 continue
             oldest_doomed = min(doomed_ids)
-            for cid in list(items.records):
+            rewritten: set[str] = set()
+            for cid in sorted(items.records):
+                record = items.records[cid]
                 depends = self._base(items, cid) <= max(doomed_ids) and cid > oldest_doomed
-                if cid not in doomed_ids and depends:
+                # A SAME_SEEN record repeats its parent's raw diff, which a full rewrite of
+                # the parent drops: re-store it in full too (the resolve below still reads
+                # the old items, which are in memory).
+                repeats = record.parent in rewritten and not isinstance(record.versions_seen, dict)
+                if cid not in doomed_ids and (depends or repeats):
                     self._rewrite_full(items, cid)
+                    rewritten.add(cid)
             prefix = _prefix(ns)
             doomed = [
                 sk for sk in items.sort_keys if sk[len(prefix) :].split(SEP, 1)[0] in doomed_ids
@@ -1683,7 +1751,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             {
                 _PK: {"S": items.thread_id},
                 _SK: {"S": items.prefix + checkpoint_id},
-                _DATA: {"B": full.encode()},
+                _DATA: {"B": full.encode(self.compress_min_bytes)},
                 **self._ttl_attr(),
             }
         )

@@ -113,7 +113,8 @@ def test_writes_whose_value_is_none_are_kept(saver: DynamoDBSaver) -> None:
 
 def test_threads_over_one_megabyte_list_and_load_completely(saver: DynamoDBSaver) -> None:
     # GIVEN 30 checkpoints whose 40 KB value changes at each one (1.2 MB in all), and a
-    # last checkpoint with 1.2 MB of pending writes from 15 tasks
+    # last checkpoint with 1.2 MB of pending writes from 15 tasks, stored uncompressed
+    saver = _fresh(saver, compress_min_bytes=None)
     parent = None
     values = {}
     for step in range(30):
@@ -134,6 +135,67 @@ def test_threads_over_one_megabyte_list_and_load_completely(saver: DynamoDBSaver
     assert [t.metadata["step"] for t in listed] == list(range(29, -1, -1))
     assert all(t.checkpoint["channel_values"]["step"] == t.metadata["step"] for t in listed)
     assert all(len(t.checkpoint["channel_values"]["doc"]) == 40_000 for t in listed)
+
+
+def test_compressible_values_are_stored_deflated_and_read_back_by_any_saver(
+    saver: DynamoDBSaver,
+) -> None:
+    # GIVEN a 20 KB text channel and a 5 KB text write (prose-like, compressible), stored
+    # once with the default options and once with compression off
+    text = " ".join(f"the agent read row {i} of the report and wrote a note" for i in range(400))
+    sizes: dict[str, int] = {}
+    for name, writer in (("on", _fresh(saver)), ("off", _fresh(saver, compress_min_bytes=None))):
+        thread_id = f"t-zip-{name}"
+        checkpoint_id = _put(writer, thread_id, {"doc": text[:20_000], "n": 1})
+        writer.put_writes(_config(thread_id, checkpoint_id), [("note", text[:5_000])], "task-1")
+        items = writer.client.query(
+            TableName=writer.table_name,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": thread_id}},
+        )["Items"]
+        sizes[name] = sum(len(i["d"]["B"]) for i in items)
+
+        # WHEN fresh savers with either setting read the thread back
+        for reader in (_fresh(saver), _fresh(saver, compress_min_bytes=None)):
+            tup = reader.get_tuple(_config(thread_id))
+
+            # THEN the values are exactly what was stored, whatever wrote them
+            assert tup is not None
+            assert tup.checkpoint["channel_values"] == {"doc": text[:20_000], "n": 1}
+            assert tup.pending_writes == [("task-1", "note", text[:5_000])]
+
+    # AND the compressed items are a fraction of the raw ones
+    assert sizes["off"] > 25_000
+    assert sizes["on"] * 4 < sizes["off"]
+
+
+def test_incompressible_values_and_task_ids_are_stored_as_they_are(
+    saver: DynamoDBSaver,
+) -> None:
+    # GIVEN a random (incompressible) 2 KB write from a LangGraph-style uuid task and a
+    # write from a task whose id is not a canonical uuid
+    checkpoint_id = _put(saver, "t-raw", {"n": 1})
+    task_uuid = str(uuid.uuid4())
+    odd_task = str(uuid.uuid4()).upper()
+    noise = os.urandom(2048)
+    saver.put_writes(_config("t-raw", checkpoint_id), [("blob", noise)], task_uuid)
+    saver.put_writes(_config("t-raw", checkpoint_id), [("n", 2)], odd_task)
+
+    # WHEN a fresh saver reads the checkpoint
+    tup = _fresh(saver).get_tuple(_config("t-raw"))
+
+    # THEN both task ids come back exactly, and the random bytes were not deflated (their
+    # item is larger than the value itself)
+    assert tup is not None
+    assert sorted(tup.pending_writes or []) == sorted(
+        [(task_uuid, "blob", noise), (odd_task, "n", 2)]
+    )
+    items = saver.client.query(
+        TableName=saver.table_name,
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "t-raw"}},
+    )["Items"]
+    assert max(len(i["d"]["B"]) for i in items) > 2048
 
 
 def test_value_over_the_item_limit_round_trips_through_s3(saver: DynamoDBSaver) -> None:
@@ -496,3 +558,25 @@ def test_ttl_restores_values_before_what_they_depend_on_expires(
     }
     assert items[second] < 300
     assert items[third] > 400
+
+
+def test_a_cold_read_of_a_window_larger_than_its_first_page_takes_two_queries(
+    saver: DynamoDBSaver,
+) -> None:
+    # GIVEN a 30-step loop (about 60 items in the read window) and a fresh saver whose first
+    # page holds only 16 items
+    config = graphs.run_stepwise(lambda: _appender(_fresh(saver), steps=30), {"messages": []})
+    reader = _fresh(saver, read_items=16)
+    queries: list[int] = []
+    reader.client.meta.events.register(
+        "after-call.dynamodb.Query", lambda parsed, **_: queries.append(len(parsed["Items"]))
+    )
+
+    # WHEN it loads the latest checkpoint
+    tup = reader.get_tuple(config)
+
+    # THEN it finds the window's base among the newest items (the base is stored every few
+    # records) and reads the rest in one more Query, not one Query per older step
+    assert tup is not None
+    assert len(tup.checkpoint["channel_values"]["messages"]) == 30
+    assert len(queries) == 2
