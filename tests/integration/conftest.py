@@ -88,7 +88,7 @@ class Stack:
             join_poll_s=0.02,
             **overrides,
         )
-        self.store = Store(runtime_table)
+        self.store = Store(runtime_table, ttl_days=self.settings.ttl_days)
         # The checkpointer's own setup() creates its table (key schema from resources.py).
         make_checkpointer(self.settings).setup()
         self.runs = RunService(self.settings, self.store, StepQueues(self.settings))

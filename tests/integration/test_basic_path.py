@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.integration.conftest import Stack
@@ -140,3 +142,26 @@ def test_high_priority_run_stays_on_the_high_queue(stack: Stack) -> None:
 
     # THEN every step went through the high queue
     assert seen == ["high", "high", "high"]
+
+
+def test_retention_setting_expires_checkpoints_and_runtime_records(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    # GIVEN a deployment with LAMBDAGRAPH_TTL_DAYS=7
+    stack = Stack(moto_endpoint, ttl_days=7)
+    thread_id = stack.create_thread()
+
+    # WHEN a run goes through the worker
+    stack.start_run(thread_id, input=BILLING)
+    stack.pump()
+
+    # THEN every checkpoint item carries a `ttl` about 7 days ahead, as the runtime records do
+    now = time.time()
+    for table in (stack.settings.checkpoint_table, stack.settings.runtime_table):
+        items = stack.dynamodb.scan(TableName=table)["Items"]
+        assert items, table
+        for item in items:
+            if item["pk"]["S"].startswith("APIKEY#"):
+                continue
+            expires = int(item["ttl"]["N"])
+            assert 6.9 * 86400 < expires - now <= 7 * 86400 + 60, (table, item["sk"])
