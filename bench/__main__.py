@@ -1,25 +1,42 @@
-"""Run every benchmark module in this package (or the ones named on the command line)."""
+"""Run every benchmark module in this package (or the ones named on the command line).
+
+Each benchmark runs in a fresh interpreter: benchmarks start their own moto servers and set
+environment variables, and the engine caches its boto3 clients per process, so running them
+one after another in one process would point a later benchmark at an earlier one's (stopped)
+emulator.
+"""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
 import sys
 
 import bench
 
 
-def main(argv: list[str]) -> int:
-    names = argv or sorted(
+def _names() -> list[str]:
+    return sorted(
         m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")
     )
-    for name in names:
-        module = importlib.import_module(f"bench.{name}")
-        run = getattr(module, "main", None)
-        if run is None:
-            continue
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--in-process":
+        run = getattr(importlib.import_module(f"bench.{argv[1]}"), "main", None)
+        if run is not None:
+            run()
+        return 0
+    failed = []
+    for name in argv or _names():
         print(f"\n=== bench.{name} ===", flush=True)
-        run()
+        result = subprocess.run([sys.executable, "-m", "bench", "--in-process", name], check=False)
+        if result.returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"\nbenchmarks that failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -54,6 +54,9 @@ class PolledQueue:
     url: str
     arn: str
     batch_size: int = 1
+    # Batches of this queue handled at once (the local counterpart of the ESM's
+    # MaximumConcurrency); None = as many as there are workers.
+    max_in_flight: int | None = None
 
 
 def moto_peek(region: str, account_id: str = ACCOUNT_ID) -> Peek:
@@ -174,7 +177,12 @@ class QueuePollers:
             if index > 0 and self._below_top_in_flight() >= self._workers - self._reserved:
                 # The reserved workers wait for the top queue, as its own concurrency does on AWS.
                 return None
-            if self._peek is None or self._peek(queue.name):
+            with self._lock:
+                at_cap = (
+                    queue.max_in_flight is not None
+                    and self._in_flight[queue.label] >= queue.max_in_flight
+                )
+            if not at_cap and (self._peek is None or self._peek(queue.name)):
                 messages = self._receive(queue)
                 if messages:
                     return queue, messages

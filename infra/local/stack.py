@@ -255,8 +255,13 @@ class LocalStack:
         if self.resources is None:
             raise RuntimeError("the stack is not running")
         queues = []
+        # Each queue's share of the local workers follows its MaximumConcurrency on AWS
+        # (high 50, normal 20, low 5 -> with 3 workers: 3, 1, 1), so fewer low steps share
+        # the interpreter with a high run that arrives.
+        top = max(spec.max_concurrency or 1 for spec in STEP_QUEUES.values())
         for priority in PRIORITIES:
             created = self.resources.queues[local_name(STEP_QUEUES[priority].logical_id)]
+            share = (created.spec.max_concurrency or top) / top
             queues.append(
                 PolledQueue(
                     label=priority,
@@ -264,6 +269,7 @@ class LocalStack:
                     url=created.url,
                     arn=created.arn,
                     batch_size=created.spec.batch_size,
+                    max_in_flight=max(1, int(self._workers * share)),
                 )
             )
         return queues

@@ -428,3 +428,59 @@ def test_a_busy_api_environment_does_not_hold_up_other_requests(
     assert waited["outcome"] == "saw release"
     assert {released["pid"], waited["pid"]} >= {os.getpid()}
     assert released["pid"] != waited["pid"]
+
+
+def test_a_queue_never_runs_more_batches_than_its_local_share(moto_endpoint: str) -> None:
+    import threading
+
+    import boto3
+
+    # GIVEN four workers and a low queue whose share of them is one
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
+    name = f"cap-test-low-{id(sqs)}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    low = PolledQueue(label="low", name=name, url=url, arn=arn, max_in_flight=1)
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    handler = RecordingHandler()
+
+    def step(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        threading.Event().wait(0.05)
+        with lock:
+            running -= 1
+        return handler(event, context)
+
+    for n in range(4):
+        sqs.send_message(QueueUrl=url, MessageBody=f"low-{n}")
+
+    # WHEN the backlog is drained
+    pollers = QueuePollers(
+        [low], step, sqs_client=sqs, region="us-east-1", workers=4, peek=moto_peek("us-east-1")
+    )
+    pollers.start()
+    try:
+        records = handler.wait_for(4)
+    finally:
+        pollers.stop()
+
+    # THEN every message was handled, one batch at a time
+    assert sorted(r["body"] for r in records) == [f"low-{n}" for n in range(4)]
+    assert most == 1
+
+
+def test_local_queue_shares_follow_the_deployed_concurrency(stub_stack: LocalStack) -> None:
+    # GIVEN the stack's step queues WHEN their local shares are read
+    shares = {queue.label: queue.max_in_flight for queue in stub_stack.step_queues()}
+
+    # THEN high may use every worker and lower queues get fewer, as MaximumConcurrency says
+    assert shares["high"] is not None and shares["low"] is not None
+    assert shares["high"] >= shares["normal"] >= shares["low"] >= 1
+    assert shares["high"] > shares["low"]
