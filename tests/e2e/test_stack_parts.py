@@ -481,6 +481,9 @@ def test_local_queue_shares_follow_the_deployed_concurrency(stub_stack: LocalSta
     shares = {queue.label: queue.max_in_flight for queue in stub_stack.step_queues()}
 
     # THEN high may use every worker and lower queues get fewer, as MaximumConcurrency says
-    assert shares["high"] is not None and shares["low"] is not None
-    assert shares["high"] >= shares["normal"] >= shares["low"] >= 1
-    assert shares["high"] > shares["low"]
+    high, normal, low = shares["high"], shares["normal"], shares["low"]
+    assert high is not None
+    assert normal is not None
+    assert low is not None
+    assert high >= normal >= low >= 1
+    assert high > low
