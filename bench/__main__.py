@@ -9,6 +9,8 @@ emulator.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import pkgutil
 import subprocess
 import sys
@@ -24,6 +26,10 @@ def _names() -> list[str]:
 
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "--in-process":
+        # Figures, not noise: moto's per-request access log and the handlers' EMF lines
+        # (metrics go nowhere locally) would bury the tables.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
         run = getattr(importlib.import_module(f"bench.{argv[1]}"), "main", None)
         if run is not None:
             run()
