@@ -87,31 +87,45 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
+def _serve(
+    what: str, argv: list[str], *, cwd: Path, env: dict[str, str], port: int, log_path: Path
+) -> Iterator[tuple[str, float]]:
+    """Start ``argv`` in its own session; yield (url, seconds until /ok answered); stop it."""
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            try:
+                _wait_ok(url, process)
+            except (RuntimeError, TimeoutError) as exc:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{what} did not start: {exc}\n{tail}") from exc
+            yield url, time.perf_counter() - started
+        finally:
+            _stop(process)
+
+
+@contextmanager
 def local_server() -> Iterator[tuple[str, float]]:
     """``python -m infra.local`` as ``make run`` starts it; yields (url, seconds to /ok)."""
     port = _free_port()
     env = {**os.environ, "LAMBDAGRAPH_PORT": str(port), "LAMBDAGRAPH_MOTO_PORT": "0"}
     env.pop("LAMBDAGRAPH_API_KEYS", None)
-    with tempfile.TemporaryFile() as log:
-        started = time.perf_counter()
-        process = subprocess.Popen(
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        _serve(
+            "local stack",
             [sys.executable, "-m", "infra.local"],
             cwd=REPO,
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            try:
-                _wait_ok(f"http://127.0.0.1:{port}", process)
-            except (RuntimeError, TimeoutError) as exc:
-                log.seek(0)
-                tail = log.read().decode(errors="replace")[-2000:]
-                raise RuntimeError(f"local stack did not start: {exc}\n{tail}") from exc
-            yield f"http://127.0.0.1:{port}", time.perf_counter() - started
-        finally:
-            _stop(process)
+            port=port,
+            log_path=Path(logs) / "local-stack.log",
+        ) as served,
+    ):
+        yield served
 
 
 def _langgraph_binary() -> str | None:
@@ -138,26 +152,15 @@ def langgraph_dev_server(workdir: Path) -> Iterator[tuple[str, float]]:
         "LANGSMITH_TRACING": "false",
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
     }
-    log_path = workdir / "langgraph-dev.log"
-    started = time.perf_counter()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [binary, "dev", "--no-browser", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            try:
-                _wait_ok(f"http://127.0.0.1:{port}", process)
-            except (RuntimeError, TimeoutError) as exc:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"langgraph dev did not start: {exc}\n{tail}") from exc
-            yield f"http://127.0.0.1:{port}", time.perf_counter() - started
-        finally:
-            _stop(process)
+    with _serve(
+        "langgraph dev",
+        [binary, "dev", "--no-browser", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        port=port,
+        log_path=workdir / "langgraph-dev.log",
+    ) as served:
+        yield served
 
 
 # --- (b) runs/wait latency ---------------------------------------------------------------------

@@ -621,32 +621,42 @@ class Store:
         )
 
     def extend_lease(self, thread_id: str, run_id: str, lease_until: float) -> None:
-        self._conditional_update(
-            Key={"pk": _thread_pk(thread_id), "sk": f"RUN#{run_id}"},
-            UpdateExpression="SET lease_until = :l, gsi1sk = :gs",
-            ConditionExpression="#st IN (:pending, :running)",
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues={
-                ":l": Decimal(str(round(lease_until, 3))),
-                ":gs": _lease_sk(lease_until, run_id),
-                ":pending": "pending",
-                ":running": "running",
-            },
+        self._set_lease(
+            thread_id,
+            run_id,
+            lease_until,
+            "#st IN (:pending, :running)",
+            {":pending": "pending", ":running": "running"},
         )
 
     def release_claim(self, thread_id: str, run_id: str, step: int) -> None:
         """Give up a claim (the step failed and will be retried): its lease ends now."""
-        past = time.time() - 1
+        self._set_lease(
+            thread_id,
+            run_id,
+            time.time() - 1,
+            "#st = :running AND claimed_step = :n AND done_step < :n",
+            {":running": "running", ":n": step},
+        )
+
+    def _set_lease(
+        self,
+        thread_id: str,
+        run_id: str,
+        lease_until: float,
+        condition: str,
+        values: dict[str, Any],
+    ) -> None:
+        """Move a run's lease (and its place in the expiry index) if ``condition`` holds."""
         self._conditional_update(
             Key={"pk": _thread_pk(thread_id), "sk": f"RUN#{run_id}"},
             UpdateExpression="SET lease_until = :l, gsi1sk = :gs",
-            ConditionExpression="#st = :running AND claimed_step = :n AND done_step < :n",
+            ConditionExpression=condition,
             ExpressionAttributeNames={"#st": "status"},
             ExpressionAttributeValues={
-                ":l": Decimal(str(round(past, 3))),
-                ":gs": _lease_sk(past, run_id),
-                ":running": "running",
-                ":n": step,
+                ":l": Decimal(str(round(lease_until, 3))),
+                ":gs": _lease_sk(lease_until, run_id),
+                **values,
             },
         )
 

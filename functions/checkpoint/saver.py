@@ -402,18 +402,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
 
     def _create_table(self) -> None:
         try:
-            self.client.create_table(
-                TableName=self.table_name,
-                BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[
-                    {"AttributeName": _PK, "AttributeType": "S"},
-                    {"AttributeName": _SK, "AttributeType": "S"},
-                ],
-                KeySchema=[
-                    {"AttributeName": _PK, "KeyType": "HASH"},
-                    {"AttributeName": _SK, "KeyType": "RANGE"},
-                ],
-            )
+            self.client.create_table(**CHECKPOINT_TABLE.create_table_request(self.table_name))
         except ClientError as exc:
             # Another process created it between our describe and create: that is fine.
             if exc.response["Error"]["Code"] != "ResourceInUseException":
