@@ -8,11 +8,10 @@ harmless, the claim drops the duplicate).
 
 from __future__ import annotations
 
-import time
-
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from functions import clock
 from functions.queues import StepMessage
 from functions.runs import RunService
 
@@ -21,7 +20,7 @@ metrics = Metrics()
 
 
 def requeue_expired(runs: RunService, now: float | None = None) -> int:
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     requeued = 0
     for run in runs.store.expired_leases(now):
         if not run.active:

@@ -128,6 +128,10 @@ PAYLOAD_BUCKET = BucketSpec(logical_id="Payloads", env_var="LAMBDAGRAPH_PAYLOAD_
 # --- functions -----------------------------------------------------------------------------
 
 STEP_WORKER_TIMEOUT_S = 300
+# A claimed step's lease outlives the invocation that claimed it: when a lease has expired,
+# its worker is certainly dead (Lambda killed it at the function timeout), so taking the
+# step over can never run it twice. The heartbeat extends it while a long node runs.
+STEP_LEASE_S = STEP_WORKER_TIMEOUT_S + 60
 
 API_FUNCTION = FunctionSpec("Api", "functions.handlers.api.handler", timeout_s=29, memory_mb=1024)
 STEP_WORKER_FUNCTION = FunctionSpec(
@@ -187,6 +191,54 @@ API_MAX_BODY_BYTES = 1024 * 1024
 # --- housekeeping schedule -----------------------------------------------------------------
 
 HOUSEKEEPING_RATE_MINUTES = 5
+
+
+@dataclass(frozen=True)
+class StepTimings:
+    """The timings a run's recovery depends on, checked together (CDK and local stack).
+
+    - ``visibility_timeout_s`` > ``lease_s`` > ``function_timeout_s``: a step message comes
+      back only after its claim's lease expired, and a lease expires only after the
+      invocation holding it is dead.
+    - ``housekeeping_every_s``: how often expired leases are looked at.
+    """
+
+    function_timeout_s: float
+    lease_s: float
+    visibility_timeout_s: float
+    housekeeping_every_s: float
+
+    def check(self) -> None:
+        """ValueError unless visibility > lease > function timeout."""
+        if not self.lease_s > self.function_timeout_s:
+            raise ValueError(
+                f"step lease {self.lease_s}s must exceed the step worker timeout "
+                f"{self.function_timeout_s}s: a lease must outlive the invocation holding it"
+            )
+        if not self.visibility_timeout_s > self.lease_s:
+            raise ValueError(
+                f"step queue visibility timeout {self.visibility_timeout_s}s must exceed the "
+                f"step lease {self.lease_s}s: a message must not come back while its claim lives"
+            )
+
+    def scaled(self, factor: float) -> StepTimings:
+        """The same timings divided by ``factor`` (the local stack's faster clock)."""
+        return StepTimings(
+            self.function_timeout_s / factor,
+            self.lease_s / factor,
+            self.visibility_timeout_s / factor,
+            self.housekeeping_every_s / factor,
+        )
+
+
+# The deployed timings (CDK reads them; the crash-point tests replay them on a simulated clock).
+STEP_TIMINGS = StepTimings(
+    function_timeout_s=STEP_WORKER_TIMEOUT_S,
+    lease_s=STEP_LEASE_S,
+    visibility_timeout_s=_STEP_VISIBILITY_S,
+    housekeeping_every_s=HOUSEKEEPING_RATE_MINUTES * 60,
+)
+STEP_TIMINGS.check()
 
 # --- observability -------------------------------------------------------------------------
 

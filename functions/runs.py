@@ -14,6 +14,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from functions import clock
 from functions.errors import ConflictError, InvalidRequestError, NotFoundError
 from functions.graph_loader import graph_exists, load_graph, resolve_assistant_id
 from functions.ids import time_ordered_id
@@ -106,7 +107,7 @@ class RunService:
         delay_s = body.after_seconds or 0
         if self.store.acquire_thread(thread_id, run.run_id):
             run.queued = False
-            run.lease_until = time.time() + delay_s + self.settings.lease_s
+            run.lease_until = clock.now() + delay_s + self.settings.lease_s
             try:
                 self.store.put_run(run)
             except Exception:
@@ -128,7 +129,7 @@ class RunService:
                 "wait for it, or use multitask_strategy enqueue/interrupt/rollback."
             )
         # Housekeeping looks at queued runs too once this deadline passes (a stuck holder).
-        run.lease_until = time.time() + self.settings.lease_s
+        run.lease_until = clock.now() + self.settings.lease_s
         self.store.put_run(run)
         self.store.add_queued_hint(thread_id, 1)
         if body.multitask_strategy in ("interrupt", "rollback") and active_id:
@@ -184,7 +185,7 @@ class RunService:
         if not self.store.acquire_thread(thread_id, run.run_id, dequeue=True):
             return None
         delay_s = int(run.kwargs.get("after_seconds") or 0)
-        lease_until = time.time() + delay_s + self.settings.lease_s
+        lease_until = clock.now() + delay_s + self.settings.lease_s
         if not self.store.start_queued_run(thread_id, run.run_id, lease_until):
             # Someone cancelled it in between: give the thread back and try the next one.
             self.store.release_thread(thread_id, run.run_id, status="idle")

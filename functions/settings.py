@@ -11,6 +11,8 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from functions.resources import STEP_LEASE_S
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAMBDAGRAPH_", extra="ignore")
@@ -29,7 +31,7 @@ class Settings(BaseSettings):
     # How long join / runs/wait block before answering with the run as it is.
     join_timeout_s: float = Field(default=25.0, gt=0)
     # Lease a worker holds on a claimed step; a crashed step is retried after it expires.
-    lease_s: int = Field(default=360, gt=0)
+    lease_s: float = Field(default=STEP_LEASE_S, gt=0)
     # Optional retention for checkpoints and runtime records (0 = keep forever).
     ttl_days: int = Field(default=0, ge=0)
     # Use the deterministic offline chat model even if model credentials exist.

@@ -22,6 +22,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
+from functions import clock
 from functions.errors import InfrastructureError
 from functions.executor import StepResult, run_superstep, thread_config
 from functions.graph_loader import load_graph
@@ -67,7 +68,7 @@ class StepWorker:
             priority=message.priority,
         )
         if delivery.sent_at_ms:
-            wait_ms = max(0.0, time.time() * 1000 - delivery.sent_at_ms)
+            wait_ms = max(0.0, clock.now() * 1000 - delivery.sent_at_ms)
             metrics.add_metric(name="QueueWait", unit=MetricUnit.Milliseconds, value=wait_ms)
         try:
             return self._process(message)
@@ -103,7 +104,7 @@ class StepWorker:
 
     def _process(self, message: StepMessage) -> str:
         started = time.perf_counter()
-        lease_until = time.time() + self.settings.lease_s
+        lease_until = clock.now() + self.settings.lease_s
         before = self.store.claim_step(message.thread_id, message.run_id, message.step, lease_until)
         if before is None:
             logger.info("duplicate or stale step message dropped")
@@ -203,7 +204,7 @@ class StepWorker:
                 checkpoint_id=result.checkpoint_id,
                 start_checkpoint_id=result.start_checkpoint_id,
                 first_step=message.step == 1,
-                lease_until=time.time() + self.settings.lease_s,
+                lease_until=clock.now() + self.settings.lease_s,
             )
             if recorded is None:
                 # Our lease expired and another worker took the step over; it continues the run.

@@ -18,7 +18,6 @@ housekeeping queries it for runs whose lease expired. AWS errors are wrapped int
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions import aws
+from functions import aws, clock
 from functions.errors import InfrastructureError, ItemTooLargeError
 from functions.jsonable import dumps, loads
 from functions.resources import Priority
@@ -193,7 +192,7 @@ class Store:
     def _ttl(self) -> dict[str, Any]:
         if not self._ttl_days:
             return {}
-        return {"ttl": int(time.time()) + self._ttl_days * 86400}
+        return {"ttl": int(clock.now()) + self._ttl_days * 86400}
 
     def _call(self, fn: Any, **kwargs: Any) -> Any:
         try:
@@ -483,7 +482,7 @@ class Store:
         this step: either it was never claimed, or the worker that claimed it died (its lease
         expired). The record comes back, so cancellation needs no extra read.
         """
-        now = time.time()
+        now = clock.now()
         attributes = self._conditional_update(
             Key={"pk": _thread_pk(thread_id), "sk": f"RUN#{run_id}"},
             UpdateExpression=(
@@ -634,7 +633,7 @@ class Store:
         self._set_lease(
             thread_id,
             run_id,
-            time.time() - 1,
+            clock.now() - 1,
             "#st = :running AND claimed_step = :n AND done_step < :n",
             {":running": "running", ":n": step},
         )
