@@ -1,9 +1,19 @@
-"""Housekeeping: re-queue runs whose lease expired with no worker making progress.
+"""Housekeeping: recover runs whose deadline in the lease index passed.
 
-A run in the ``LEASE`` GSI partition expects a worker to claim its next step before
-``lease_until``. When that time has passed, the step message was lost or its worker died
-(a crash can also come back by itself after the SQS visibility timeout; a second message is
-harmless, the claim drops the duplicate).
+A run sits in the ``LEASE`` GSI partition, keyed by a deadline, from its creation until its
+ending is done. When the deadline has passed, one of these happened, and is recovered:
+
+- the run ended but its ending was left unfinished (its worker died halfway): finish it;
+- it waits queued behind a holder that ended without handing the thread over: finish the
+  holder's ending (which starts the queued run);
+- a claimed step's lease expired (its worker died; leases outlive the function timeout):
+  a cancel requested meanwhile ends the run, otherwise the claim is freed and the step
+  re-sent; the attempt was counted when it was claimed;
+- a step message was never claimed (lost, or waiting in a long backlog): it is re-sent and
+  counted as an attempt, so a run whose messages keep vanishing ends ``error``.
+
+Every pass pages through the whole backlog, bounded per invocation; what is left waits for
+the next pass.
 """
 
 from __future__ import annotations
@@ -14,40 +24,80 @@ from aws_lambda_powertools.metrics import MetricUnit
 from functions import clock
 from functions.queues import StepMessage
 from functions.runs import RunService
+from functions.store import RunRecord
 
 logger = Logger(child=True)
 metrics = Metrics()
 
+PAGE_SIZE = 100
+MAX_PAGES = 20
+
 
 def requeue_expired(runs: RunService, now: float | None = None) -> int:
+    """Recover every run whose deadline passed (up to ``MAX_PAGES`` pages); how many."""
     now = clock.now() if now is None else now
-    requeued = 0
-    for run in runs.store.expired_leases(now):
-        if not run.active:
-            continue
-        if run.queued:
-            # Waiting behind a holder: start it if the holder ended without freeing the thread.
-            runs.release_stale_holder(run.thread_id)
-            if runs.start_next(run.thread_id) is not None:
-                requeued += 1
-            else:
-                runs.store.extend_lease(run.thread_id, run.run_id, now + runs.settings.lease_s)
-            continue
-        # Push the deadline first so the next housekeeping pass does not send it again.
-        runs.store.extend_lease(run.thread_id, run.run_id, now + runs.settings.lease_s)
-        message = StepMessage(
-            run.run_id,
-            run.thread_id,
-            run.done_step + 1,
-            run.priority,
-            run.checkpoint_id,
-        )
-        runs.queues.send(message)
-        logger.info(
-            "re-queued run with expired lease",
-            extra={"run_id": run.run_id, "thread_id": run.thread_id, "step": message.step},
-        )
-        requeued += 1
-    if requeued:
-        metrics.add_metric(name="RunsRequeued", unit=MetricUnit.Count, value=requeued)
-    return requeued
+    recovered = 0
+    start_key = None
+    for _ in range(MAX_PAGES):
+        expired, start_key = runs.store.expired_leases(now, limit=PAGE_SIZE, start_key=start_key)
+        for run in expired:
+            try:
+                recovered += int(_recover(runs, run, now))
+            except Exception:
+                # One run's trouble must not stop the others; it is retried next pass.
+                logger.exception("could not recover a run", extra={"run_id": run.run_id})
+        if not start_key:
+            break
+    if recovered:
+        metrics.add_metric(name="RunsRequeued", unit=MetricUnit.Count, value=recovered)
+    return recovered
+
+
+def _recover(runs: RunService, run: RunRecord, now: float) -> bool:
+    settings = runs.settings
+    store = runs.store
+    extra = {"run_id": run.run_id, "thread_id": run.thread_id}
+    if not run.active:
+        if run.ending is not None:
+            logger.info("finishing an unfinished run ending", extra=extra)
+            runs.complete_ending(run, recovering=True)
+            return True
+        store.mark_ended(run)
+        return False
+    if run.queued:
+        # Waiting behind a holder: finish the holder's ending if it died halfway through.
+        if runs.finish_stale_holder(run.thread_id) or runs.start_next(run.thread_id):
+            return True
+        store.extend_lease(run.thread_id, run.run_id, now + settings.lease_s)
+        return False
+    in_progress = run.claimed_step > run.done_step
+    if in_progress and run.cancel:
+        return runs.end_cancelled(run, None)
+    if in_progress:
+        # Its worker is dead: free the claim so the re-sent message can take the step.
+        if not store.take_over(run, now, now + settings.lease_s):
+            return False
+        step = run.claimed_step
+    else:
+        if run.cancel:
+            return runs.end_cancelled(run, None)
+        if run.attempts >= settings.max_step_attempts:
+            error = (
+                f"Step {run.done_step + 1} of run {run.run_id} was sent {run.attempts} times "
+                "and never started"
+            )
+            return runs.end(
+                run,
+                status="error",
+                thread_status="error",
+                token=None,
+                error=error,
+                run_values={"__error__": {"error": "StepLost", "message": error}},
+            )
+        # Never claimed: the message was lost or waits in a backlog; count the re-send.
+        if not store.note_resend(run, now + settings.resend_after_s):
+            return False
+        step = run.done_step + 1
+    runs.queues.send(StepMessage(run.run_id, run.thread_id, step, run.priority, run.checkpoint_id))
+    logger.info("re-sent the step of a run whose deadline passed", extra={**extra, "step": step})
+    return True

@@ -61,3 +61,13 @@ class StepQueues:
             aws.sqs_client().send_message(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             raise InfrastructureError(f"SQS send_message failed: {exc}") from exc
+
+    def extend_visibility(self, priority: str, receipt_handle: str, seconds: int) -> None:
+        """Keep a message a live worker holds from coming back (the step heartbeat)."""
+        url = self._urls.get(priority) or self._urls["normal"]
+        try:
+            aws.sqs_client().change_message_visibility(
+                QueueUrl=url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise InfrastructureError(f"SQS change_message_visibility failed: {exc}") from exc

@@ -15,14 +15,19 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions import clock
-from functions.errors import ConflictError, InvalidRequestError, NotFoundError
+from functions.errors import (
+    ConflictError,
+    InfrastructureError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from functions.graph_loader import graph_exists, load_graph, resolve_assistant_id
 from functions.ids import time_ordered_id
 from functions.models import RunCreate
 from functions.queues import StepMessage, StepQueues
 from functions.resources import run_status_metric
 from functions.settings import Settings
-from functions.store import RunRecord, Store, ThreadRecord, now_iso
+from functions.store import Ending, RunRecord, Store, ThreadRecord, now_iso
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -105,19 +110,20 @@ class RunService:
             queued=True,
         )
         delay_s = body.after_seconds or 0
-        if self.store.acquire_thread(thread_id, run.run_id):
-            run.queued = False
-            run.lease_until = clock.now() + delay_s + self.settings.lease_s
+        # The first step must be claimed by then, or housekeeping sends it again.
+        run.lease_until = clock.now() + delay_s + self.settings.lease_s
+        run.queued = False
+        # One transaction stores the run and makes it the thread's holder: there is never
+        # a holder without a run record, nor a run that holds nothing while it runs.
+        if self.store.create_run(run):
             try:
-                self.store.put_run(run)
-            except Exception:
-                # No run record (too large to store, or AWS failed): give the thread back as
-                # it was, or it would stay busy with a run that does not exist.
-                self.store.release_thread(
-                    thread_id, run.run_id, status=thread.status, interrupts=thread.interrupts
+                self.queues.send(
+                    StepMessage(run.run_id, thread_id, 1, run.priority), delay_s=delay_s
                 )
-                raise
-            self.queues.send(StepMessage(run.run_id, thread_id, 1, run.priority), delay_s=delay_s)
+            except InfrastructureError:
+                # The run is stored: housekeeping sends its first step when the deadline
+                # passes. Answering 5xx would make the client create it a second time.
+                logger.warning("first step not sent; housekeeping will send it")
             logger.info("run created", extra={"run_id": run.run_id, "thread_id": thread_id})
             return run
 
@@ -129,15 +135,17 @@ class RunService:
                 "wait for it, or use multitask_strategy enqueue/interrupt/rollback."
             )
         # Housekeeping looks at queued runs too once this deadline passes (a stuck holder).
+        run.queued = True
         run.lease_until = clock.now() + self.settings.lease_s
-        self.store.put_run(run)
-        self.store.add_queued_hint(thread_id, 1)
+        self.store.create_queued_run(run)
         if body.multitask_strategy in ("interrupt", "rollback") and active_id:
             active = self.store.get_run(thread_id, active_id)
             if active is not None and active.active:
                 self.cancel_active(active, body.multitask_strategy)
-        # The holder may have ended while we stored the queued run: start it ourselves then.
-        self.start_next(thread_id)
+        # The holder may have ended (or died halfway through its ending) while we stored the
+        # queued run: finish that, or start the queued run ourselves.
+        if not self.finish_stale_holder(thread_id):
+            self.start_next(thread_id)
         return self.store.get_run(thread_id, run.run_id) or run
 
     def _thread_for_run(self, tenant: str, thread_id: str, body: RunCreate) -> ThreadRecord:
@@ -170,110 +178,249 @@ class RunService:
         return None if thread is None else thread.active_run_id
 
     # --- lifecycle -----------------------------------------------------------------------
+    #
+    # The end of a run is one durable, resumable sequence (ARCHITECTURE.md, "The end of a
+    # run"). ``end`` records the final status together with the effects still to do, in one
+    # conditional write; ``complete_ending`` does them in order, each idempotent and keyed by
+    # the run, then marks the ending done. Whoever meets an unfinished ending finishes it:
+    # the worker that ended the run, a redelivered message of the run, a run created on the
+    # held thread, housekeeping (an unfinished ending stays in the lease index). A new effect
+    # is added to ``_effects_for`` and ``_do_effect``, never bolted on after them.
 
-    def start_next(self, thread_id: str, queued_hint: int = 1) -> RunRecord | None:
-        """Start the oldest queued run if the thread is free; the started run or None.
-
-        ``queued_hint`` 0 (from the thread record) means no run waits: no query needed.
-        """
-        if queued_hint <= 0:
-            return None
-        queued = [r for r in self.store.list_runs(thread_id) if r.queued and r.status == "pending"]
-        if not queued:
-            return None
-        run = queued[0]
-        if not self.store.acquire_thread(thread_id, run.run_id, dequeue=True):
-            return None
-        delay_s = int(run.kwargs.get("after_seconds") or 0)
-        lease_until = clock.now() + delay_s + self.settings.lease_s
-        if not self.store.start_queued_run(thread_id, run.run_id, lease_until):
-            # Someone cancelled it in between: give the thread back and try the next one.
-            self.store.release_thread(thread_id, run.run_id, status="idle")
-            return self.start_next(thread_id)
-        self.queues.send(StepMessage(run.run_id, thread_id, 1, run.priority), delay_s=delay_s)
-        logger.info("queued run started", extra={"run_id": run.run_id, "thread_id": thread_id})
-        return run
-
-    def release_stale_holder(self, thread_id: str) -> bool:
-        """Free a thread still held by a run that has ended (its worker died between ending
-        the run and freeing the thread); True if it was freed."""
-        thread = self.store.get_thread(thread_id)
-        if thread is None or not thread.active_run_id:
-            return False
-        holder = self.store.get_run(thread_id, thread.active_run_id)
-        if holder is not None and holder.active:
-            return False
-        status = "error" if holder is not None and holder.status == "error" else "idle"
-        self.store.release_thread(thread_id, thread.active_run_id, status=status)
-        logger.warning("freed a thread held by an ended run", extra={"thread_id": thread_id})
-        return True
-
-    def finish(
+    def end(
         self,
         run: RunRecord,
         *,
         status: str,
         thread_status: str,
+        token: str | None,
         values: Any = None,
         interrupts: dict[str, Any] | None = None,
         error: str | None = None,
         run_values: Any = None,
-    ) -> None:
-        """End a run, free its thread and start the next queued run."""
-        ended = self.store.finish_run(
-            run.thread_id,
-            run.run_id,
-            status=status,
+    ) -> bool:
+        """End an active run; False if it was not ours to end (already final, or another
+        worker owns its step). ``values`` become the thread's values."""
+        now = clock.now()
+        cancel = run.cancel if status == "interrupted" else None
+        ending = Ending(
+            thread_status=thread_status,
+            effects=_effects_for(cancel),
+            interrupts=interrupts or {},
+            set_values=values is not None,
+        )
+        done, current = self.store.record_ending(
+            run,
+            status,
+            ending,
+            token=token,
             error=error,
             values=run_values if run_values is not None else values,
+            now=now,
+            recheck_at=now + self.settings.lease_s,
         )
-        if ended is None:
-            logger.info("run already final", extra={"run_id": run.run_id})
-        else:
-            metrics.add_metric(name=run_status_metric(status), unit=MetricUnit.Count, value=1)
-        hint = self.store.release_thread(
-            run.thread_id, run.run_id, status=thread_status, values=values, interrupts=interrupts
-        )
-        self.start_next(run.thread_id, hint)
-
-    def cancel_active(self, run: RunRecord, action: str) -> None:
-        """Cancel at the next step boundary; a run no worker has claimed yet ends at once."""
-        flagged = self.store.request_cancel(run.thread_id, run.run_id, action)
-        if flagged is None:
-            return  # already final
-        if flagged.claimed_step == 0 and self.end_cancelled(flagged, only_if_unclaimed=True):
-            return
-        logger.info("cancel requested", extra={"run_id": run.run_id, "action": action})
-
-    def end_cancelled(self, run: RunRecord, *, only_if_unclaimed: bool = False) -> bool:
-        """End a run flagged for cancel: ``interrupted``, or deleted after a rollback."""
-        ended = self.store.finish_run(
-            run.thread_id, run.run_id, status="interrupted", only_if_unclaimed=only_if_unclaimed
-        )
-        if ended is None:
+        if not done or current is None:
+            if current is not None and current.ending is not None and not current.active:
+                self.complete_ending(current, recovering=True)
+            logger.info("run not ended here", extra={"run_id": run.run_id, "status": status})
             return False
-        metrics.add_metric(name="RunsInterrupted", unit=MetricUnit.Count, value=1)
-        if run.cancel == "rollback":
-            self._roll_back(ended)
-        if not run.queued:
-            self.store.release_thread(run.thread_id, run.run_id, status="idle")
-        self.start_next(run.thread_id)
+        metrics.add_metric(name=run_status_metric(status), unit=MetricUnit.Count, value=1)
+        self.complete_ending(current)
         return True
 
-    def _roll_back(self, run: RunRecord) -> None:
-        """Undo a run's effect on the thread: its state returns to where the run started."""
-        if run.started:
-            graph = load_graph(run.assistant_id, self.settings)
-            from functions.executor import thread_config
+    def complete_ending(self, run: RunRecord, *, recovering: bool = False) -> None:
+        """Do what remains of a final run's ending (all of it: every effect is idempotent).
 
-            if run.start_checkpoint_id:
-                # A copy of the starting checkpoint becomes the thread's head.
-                graph.update_state(
-                    thread_config(run.thread_id, run.start_checkpoint_id), None, as_node="__copy__"
+        ``recovering``: someone else's ending, found unfinished; the attempt is counted, and
+        past ``max_step_attempts`` an effect that keeps failing is abandoned (logged and
+        counted in a metric) so that no ending is retried forever.
+        """
+        ending = run.ending
+        if ending is None:
+            return
+        if recovering:
+            ending = self.store.note_ending_attempt(run, clock.now() + self.settings.lease_s)
+            if ending is None:
+                return  # finished by someone else meanwhile
+        give_up = ending.attempts > self.settings.max_step_attempts
+        released: ThreadRecord | None = None
+        for effect in ending.effects:
+            try:
+                released = self._do_effect(effect, run, ending, released)
+            except Exception:
+                if not give_up:
+                    raise
+                logger.exception(
+                    "abandoned an effect of a run ending after repeated failures",
+                    extra={"run_id": run.run_id, "effect": effect, "attempts": ending.attempts},
                 )
-            else:
-                graph.checkpointer.delete_thread(run.thread_id)
-        self.store.delete_run(run.thread_id, run.run_id)
+                metrics.add_metric(name="RunEndingEffectsAbandoned", unit=MetricUnit.Count, value=1)
+                if effect == "rollback":
+                    ending.thread_status = "error"
+        if "delete" not in ending.effects:
+            self.store.mark_ended(run)
+
+    def _do_effect(
+        self, effect: str, run: RunRecord, ending: Ending, released: ThreadRecord | None
+    ) -> ThreadRecord | None:
+        if effect == "rollback":
+            self._roll_back(run)
+        elif effect == "thread":
+            status, interrupts = ending.thread_status, ending.interrupts
+            if "rollback" in ending.effects:
+                status, interrupts = self._state_after_rollback(run)
+            return self.store.release_thread(
+                run.thread_id,
+                run.run_id,
+                status=status,
+                values=_thread_values(run, ending),
+                interrupts=interrupts,
+            )
+        elif effect == "next":
+            self.start_next(run.thread_id, released.queued_runs if released is not None else 1)
+        elif effect == "delete":
+            self.store.delete_run(run.thread_id, run.run_id)
+        else:
+            raise ValueError(f"unknown run-ending effect {effect!r}")
+        return released
+
+    def start_next(self, thread_id: str, queued_hint: int = 1) -> RunRecord | None:
+        """Start the oldest queued run if the thread is free; the started run or None.
+
+        ``queued_hint`` 0 (the thread's count of queued runs) means no run waits: no query.
+        """
+        if queued_hint <= 0:
+            return None
+        for run in self.store.list_runs(thread_id):
+            if not (run.queued and run.status == "pending"):
+                continue
+            delay_s = int(run.kwargs.get("after_seconds") or 0)
+            deadline = clock.now() + delay_s + self.settings.lease_s
+            # One transaction: the thread's holder and the run's start change together.
+            if self.store.hand_over(thread_id, run.run_id, deadline):
+                try:
+                    self.queues.send(
+                        StepMessage(run.run_id, thread_id, 1, run.priority), delay_s=delay_s
+                    )
+                except InfrastructureError:
+                    logger.warning("first step of a queued run not sent; housekeeping will")
+                logger.info(
+                    "queued run started", extra={"run_id": run.run_id, "thread_id": thread_id}
+                )
+                return run
+            thread = self.store.get_thread(thread_id)
+            if thread is None or thread.active_run_id:
+                return None  # another run holds the thread; it starts the next when it ends
+            # This run was cancelled meanwhile: try the next one.
+        return None
+
+    def finish_stale_holder(self, thread_id: str) -> bool:
+        """Finish what a thread's holder left undone: a final run whose ending is unfinished
+        (its worker died halfway), a holder record that is gone, a state update whose
+        process died. True if something was finished (the next queued run is then started)."""
+        thread = self.store.get_thread(thread_id)
+        if thread is None or not thread.active_run_id:
+            return False
+        holder_id = thread.active_run_id
+        if not thread.held_by_run:
+            if thread.holder_until is None or thread.holder_until >= clock.now():
+                return False
+            # The state update's process died holding the thread; its state is unchanged.
+            status = "interrupted" if thread.interrupts else "idle"
+            freed = self.store.release_thread(
+                thread_id, holder_id, status=status, interrupts=thread.interrupts
+            )
+            self.start_next(thread_id, freed.queued_runs if freed else 1)
+            return True
+        holder = self.store.get_run(thread_id, holder_id)
+        if holder is not None and holder.active:
+            return False
+        if holder is not None and holder.ending is not None:
+            self.complete_ending(holder, recovering=True)
+            return True
+        # The holder's record is gone (deleted, expired) or ended without an ending record.
+        status = "error" if holder is not None and holder.status == "error" else "idle"
+        freed = self.store.release_thread(
+            thread_id, holder_id, status=status, interrupts=thread.interrupts
+        )
+        logger.warning("freed a thread held by an ended run", extra={"thread_id": thread_id})
+        self.start_next(thread_id, freed.queued_runs if freed else 1)
+        return True
+
+    def cancel_active(self, run: RunRecord, action: str) -> None:
+        """Cancel a run: at once when no step is in progress (queued, between steps, or its
+        worker died), else at the end of the step in progress."""
+        now = clock.now()
+        if run.queued:
+            ending = Ending(
+                thread_status="idle", effects=["delete"] if action == "rollback" else []
+            )
+            ended = self.store.end_queued_run(
+                run, "interrupted", ending, cancel=action, recheck_at=now + self.settings.lease_s
+            )
+            if ended is not None:
+                metrics.add_metric(name="RunsInterrupted", unit=MetricUnit.Count, value=1)
+                self.complete_ending(ended)
+                return
+            current = self.store.get_run(run.thread_id, run.run_id)
+            if current is None or not current.active:
+                return
+            run = current  # started meanwhile
+        run.cancel = action
+        if self.end(run, status="interrupted", thread_status="idle", token=None):
+            return
+        flagged = self.store.request_cancel(run.thread_id, run.run_id, action)
+        if flagged is not None:
+            logger.info("cancel requested", extra={"run_id": run.run_id, "action": action})
+
+    def end_cancelled(self, run: RunRecord, token: str | None) -> bool:
+        """End a run flagged for cancel: ``interrupted``, or rolled back and deleted."""
+        return self.end(run, status="interrupted", thread_status="idle", token=token)
+
+    def _roll_back(self, run: RunRecord) -> None:
+        """Undo the run's checkpoints: the thread's state returns to where the run started.
+
+        Only what the run wrote is removed: the head is walked back while its checkpoints
+        carry this run's id; the first one that does not is where the run started, and a
+        copy of it becomes the head. Only if every checkpoint down to the root is the
+        run's (the thread was empty) is the thread's checkpoint history deleted. Repeating
+        it changes nothing: the copy carries no run id, and once the thread is released
+        (the next effect) another run may own its head.
+        """
+        thread = self.store.get_thread(run.thread_id)
+        if thread is None or thread.active_run_id != run.run_id:
+            return
+        from functions.executor import thread_config
+
+        graph = load_graph(run.assistant_id, self.settings)
+        saver = graph.checkpointer
+        current = saver.get_tuple(thread_config(run.thread_id))
+        wrote = False
+        while current is not None and (current.metadata or {}).get("run_id") == run.run_id:
+            wrote = True
+            parent = current.parent_config
+            current = saver.get_tuple(parent) if parent else None
+        if not wrote:
+            return
+        if current is None:
+            saver.delete_thread(run.thread_id)
+            return
+        start_id = current.config["configurable"]["checkpoint_id"]
+        graph.update_state(thread_config(run.thread_id, start_id), None, as_node="__copy__")
+
+    def _state_after_rollback(self, run: RunRecord) -> tuple[str, dict[str, Any]]:
+        """The thread's status and interrupts once a rollback restored its state."""
+        from functions.executor import thread_config
+        from functions.jsonable import interrupt_to_api
+
+        graph = load_graph(run.assistant_id, self.settings)
+        snapshot = graph.get_state(thread_config(run.thread_id))
+        interrupts = {
+            t.id: [interrupt_to_api(i) for i in t.interrupts]
+            for t in snapshot.tasks
+            if t.interrupts
+        }
+        return ("interrupted" if interrupts else "idle"), interrupts
 
     def cancel(
         self, tenant: str, thread_id: str, run_id: str, *, action: str, wait: bool
@@ -317,3 +464,19 @@ class RunService:
 
         graph = load_graph(run.assistant_id, self.settings)
         return to_jsonable(graph.get_state(thread_config(run.thread_id)).values)
+
+
+def _effects_for(cancel: str | None) -> list[str]:
+    """The effects of a run's ending, in order (see ``RunService.end``)."""
+    if cancel == "rollback":
+        return ["rollback", "thread", "next", "delete"]
+    return ["thread", "next"]
+
+
+def _thread_values(run: RunRecord, ending: Ending) -> Any:
+    """The values a run's ending gives its thread (None: the thread's stay as they are)."""
+    if not ending.set_values or run.values is None:
+        return None
+    if isinstance(run.values, dict):
+        return {k: v for k, v in run.values.items() if k != "__interrupt__"}
+    return run.values

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from functions.resources import STEP_LEASE_S
+from functions.resources import STEP_LEASE_S, STEP_TIMINGS
 
 
 class Settings(BaseSettings):
@@ -48,6 +48,20 @@ class Settings(BaseSettings):
     join_poll_s: float = Field(default=0.05, gt=0)
     # Receive count at which a failing step message is given up (the queues' maxReceiveCount).
     max_receive_count: int = Field(default=5, gt=0)
+    # Attempts at one step (counted on the run, whoever re-sent it) before the run ends
+    # ``error``; the same for the effects of an unfinished run ending.
+    max_step_attempts: int = Field(default=5, gt=0)
+    # The step queues' visibility timeout: a message a dead worker held comes back after it.
+    visibility_timeout_s: float = Field(default=STEP_TIMINGS.visibility_timeout_s, gt=0)
+    # After a step is done, how long the next step may wait unclaimed before housekeeping
+    # re-sends it. The message itself is durable in SQS and a crash right after the step is
+    # recovered by its redelivery, so this is only a backstop, long enough not to duplicate
+    # messages that merely wait in a backlog.
+    resend_after_s: float = Field(default=STEP_TIMINGS.visibility_timeout_s, gt=0)
+    # How often a long step renews its claim's lease (0 = a third of the lease).
+    heartbeat_s: float = Field(default=0, ge=0)
+    # Longest a state update (POST /threads/{id}/state) holds its thread.
+    state_hold_s: float = Field(default=60, gt=0)
 
 
 @lru_cache(maxsize=1)

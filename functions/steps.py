@@ -1,20 +1,30 @@
 """The step worker's engine: claim a step, run one superstep, decide what comes next.
 
 Exactly-once in effect under at-least-once delivery:
-- ``Store.claim_step`` is a conditional update on the run item: the previous step must be
-  done and nobody may hold a live lease on this step. A duplicate message fails the claim
-  and is dropped; a step whose worker died is claimed again once its lease expires.
+- ``Store.claim_step`` is a conditional update on the run item with this attempt's own
+  token: the previous step must be done and nobody may own this step. A duplicate message
+  fails the claim and is dropped; a step whose worker died is claimed again once its lease
+  expired (leases outlive the function timeout, so its worker is certainly dead).
+- Completing a step, heart-beating and ending the run need the token: a worker overtaken
+  after its lease expired changes nothing.
 - A retried step first checks whether the crashed attempt already got its checkpoint
   written (the thread head moved past the message's expected checkpoint, made by this run);
   if so it does not run the superstep again, it only decides what comes next.
 - The next step message is sent only after the checkpointer returned (the checkpoint is
-  durable) and the step is recorded done.
+  durable) and the step is recorded done. A redelivered message of a step that is done
+  re-sends the next one (its sender may have died in between); a message of a final run
+  whose ending was left unfinished finishes it.
+- Attempts are counted on the run: past ``max_step_attempts`` the run ends ``error`` saying
+  which step failed how often and why. ``recursion_limit`` counts the run's supersteps
+  across invocations, as LangGraph counts them within one.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +33,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions import clock
-from functions.errors import InfrastructureError
+from functions.errors import InfrastructureError, NotFoundError
 from functions.executor import StepResult, run_superstep, thread_config
 from functions.graph_loader import load_graph
 from functions.queues import StepMessage
 from functions.runs import RunService
-from functions.store import RunRecord
+from functions.store import Claim, RunRecord
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -40,12 +50,88 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def default_recursion_limit() -> int:
+    """LangGraph's own default (the official server uses it too)."""
+    try:
+        from langgraph._internal._config import DEFAULT_RECURSION_LIMIT
+
+        return int(DEFAULT_RECURSION_LIMIT)
+    except ImportError:  # pragma: no cover - older langgraph
+        return 25
+
+
+def recursion_error_message(limit: int) -> str:
+    """The message of LangGraph's ``GraphRecursionError`` for ``limit``."""
+    from langgraph.errors import ErrorCode, create_error_message
+
+    return create_error_message(
+        message=(
+            f"Recursion limit of {limit} reached without hitting a stop condition. "
+            "You can increase the limit by setting the `recursion_limit` config key."
+        ),
+        error_code=ErrorCode.GRAPH_RECURSION_LIMIT,
+    )
+
+
 @dataclass
 class Delivery:
     """What SQS told us about the message."""
 
     receive_count: int = 1
     sent_at_ms: int | None = None
+    receipt_handle: str | None = None
+
+
+class _Heartbeat:
+    """Renews a claim's lease (and the message's visibility) while a long step runs."""
+
+    def __init__(
+        self,
+        worker: StepWorker,
+        run: RunRecord,
+        token: str,
+        message: StepMessage,
+        delivery: Delivery,
+    ) -> None:
+        self._worker = worker
+        self._run = run
+        self._token = token
+        self._message = message
+        self._delivery = delivery
+        self._stop = threading.Event()
+        settings = worker.settings
+        self._every = settings.heartbeat_s or settings.lease_s / 3
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _beat(self) -> None:
+        settings = self._worker.settings
+        while not self._stop.wait(self._every):
+            try:
+                mine = self._worker.store.heartbeat(
+                    self._run.thread_id,
+                    self._run.run_id,
+                    self._token,
+                    clock.now() + settings.lease_s,
+                )
+                if not mine:
+                    logger.warning("heartbeat: the claim is no longer ours")
+                    return
+                if self._delivery.receipt_handle:
+                    self._worker.runs.queues.extend_visibility(
+                        self._message.priority,
+                        self._delivery.receipt_handle,
+                        int(settings.visibility_timeout_s),
+                    )
+            except INFRASTRUCTURE_ERRORS:
+                logger.warning("heartbeat failed; retrying at the next beat", exc_info=True)
 
 
 class StepWorker:
@@ -57,8 +143,8 @@ class StepWorker:
     def process(self, message: StepMessage, delivery: Delivery) -> str:
         """Handle one step message; returns what happened (for logs and tests).
 
-        Raises on infrastructure errors so SQS redelivers the message; on the last
-        delivery the run is first marked ``error`` so it never stays ``running``.
+        Raises when the step should be retried (SQS redelivers the message); the attempt is
+        counted on the run, and the last allowed attempt ends the run ``error`` instead.
         """
         # Thread-local keys: the local stack runs several workers in one process.
         logger.thread_safe_append_keys(
@@ -68,79 +154,134 @@ class StepWorker:
             priority=message.priority,
         )
         if delivery.sent_at_ms:
-            wait_ms = max(0.0, clock.now() * 1000 - delivery.sent_at_ms)
+            wait_ms = max(0.0, time.time() * 1000 - delivery.sent_at_ms)
             metrics.add_metric(name="QueueWait", unit=MetricUnit.Milliseconds, value=wait_ms)
+        token = uuid.uuid4().hex
+        claim = self.store.claim_step(
+            message.thread_id,
+            message.run_id,
+            message.step,
+            clock.now() + self.settings.lease_s,
+            token,
+        )
+        if not claim.claimed:
+            return self._not_claimed(message, claim.run, delivery)
+        assert claim.run is not None
         try:
-            return self._process(message)
-        except INFRASTRUCTURE_ERRORS as exc:
-            if delivery.receive_count >= self.settings.max_receive_count:
-                self._give_up(message, exc)
-            else:
-                self._release(message, exc)
+            return self._claimed(message, claim, token, delivery)
+        except Exception as exc:
+            # The step failed outside the graph's nodes (AWS, an unreadable checkpoint, a
+            # failing rollback): retried, as many times as the run allows.
+            run = claim.run
+            if claim.attempt >= self.settings.max_step_attempts:
+                logger.error("step failed on its last attempt; the run ends", exc_info=exc)
+                if self._give_up(run, message, token, claim.attempt, _describe(exc)):
+                    return "error"
+                raise
+            self._release(run, token, exc)
             raise
 
-    def _release(self, message: StepMessage, exc: BaseException) -> None:
-        """Let the redelivered message claim the step again without waiting for the lease."""
-        logger.warning("infrastructure error; the message will be retried", exc_info=exc)
-        try:
-            self.store.release_claim(message.thread_id, message.run_id, message.step)
-        except INFRASTRUCTURE_ERRORS:
-            # AWS is still failing: the lease expires by itself before SQS redelivers.
-            logger.warning("could not release the claim; it expires with its lease")
+    # --- not ours ------------------------------------------------------------------------
 
-    def _give_up(self, message: StepMessage, exc: BaseException) -> None:
-        logger.error("giving up on step after repeated infrastructure errors", exc_info=exc)
-        run = self.store.get_run(message.thread_id, message.run_id)
-        if run is None or not run.active:
-            return
-        error = f"Infrastructure error after {self.settings.max_receive_count} attempts: {exc}"
-        self.runs.finish(
-            run,
-            status="error",
-            thread_status="error",
-            error=error,
-            run_values={"__error__": {"error": type(exc).__name__, "message": error}},
-        )
-
-    def _process(self, message: StepMessage) -> str:
-        started = time.perf_counter()
-        lease_until = clock.now() + self.settings.lease_s
-        before = self.store.claim_step(message.thread_id, message.run_id, message.step, lease_until)
-        if before is None:
-            logger.info("duplicate or stale step message dropped")
-            metrics.add_metric(name="StepsDropped", unit=MetricUnit.Count, value=1)
-            return "dropped"
-        run = before
-        retry = before.claimed_step == message.step
-        if run.cancel:
-            self.runs.end_cancelled(run)
-            return "cancelled"
-
-        graph = load_graph(run.assistant_id, self.settings)
-        result = self._already_done(graph, run, message) if retry else None
-        if result is None:
-            try:
-                result = run_superstep(graph, *self._input_and_config(run, message))
-            except INFRASTRUCTURE_ERRORS:
-                raise
-            except Exception as exc:
-                # A node raised: the run ends in error, with the message kept for the client.
-                logger.warning("node raised; run ends in error", exc_info=exc)
-                self.runs.finish(
-                    run,
-                    status="error",
-                    thread_status="error",
-                    error=str(exc),
-                    run_values={"__error__": {"error": type(exc).__name__, "message": str(exc)}},
+    def _not_claimed(self, message: StepMessage, run: RunRecord | None, delivery: Delivery) -> str:
+        if run is not None and not run.active and run.ending is not None:
+            logger.info("finishing the unfinished ending of a final run")
+            self.runs.complete_ending(run, recovering=True)
+            return "ending finished"
+        if (
+            run is not None
+            and run.active
+            and delivery.receive_count > 1
+            and run.done_step == message.step
+            and run.claimed_step == message.step
+        ):
+            # This step is done but its worker may have died before sending the next one.
+            self.runs.queues.send(
+                StepMessage(
+                    run.run_id, run.thread_id, message.step + 1, run.priority, run.checkpoint_id
                 )
-                return "error"
+            )
+            logger.info("redelivered message of a done step: next step sent again")
+            return "next re-sent"
+        logger.info("duplicate or stale step message dropped")
+        metrics.add_metric(name="StepsDropped", unit=MetricUnit.Count, value=1)
+        return "dropped"
+
+    # --- ours ----------------------------------------------------------------------------
+
+    def _claimed(self, message: StepMessage, claim: Claim, token: str, delivery: Delivery) -> str:
+        run = claim.run
+        assert run is not None
+        if run.cancel:
+            self.runs.end_cancelled(run, token)
+            return "cancelled"
+        if claim.attempt > self.settings.max_step_attempts:
+            cause = run.last_error or (
+                "no error was recorded: the invocation died (function timeout or out of memory?)"
+            )
+            self._give_up(run, message, token, claim.attempt - 1, cause)
+            return "error"
+        limit = _recursion_limit(run)
+        if message.step > limit:
+            error = recursion_error_message(limit)
+            self._end_error(run, token, "GraphRecursionError", error)
+            return "error"
+        try:
+            graph = load_graph(run.assistant_id, self.settings)
+        except NotFoundError as exc:
+            # A redeploy removed the graph: retrying cannot help.
+            self._end_error(run, token, "GraphNotFound", str(exc))
+            return "error"
+
+        started = time.perf_counter()
+        with _Heartbeat(self, run, token, message, delivery):
+            retry = run.claimed_step == message.step
+            result = self._already_done(graph, run, message) if retry else None
+            if result is None:
+                try:
+                    result = run_superstep(graph, *self._input_and_config(run, message))
+                except INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as exc:
+                    # A node raised: the run ends in error, with the message kept for the client.
+                    logger.warning("node raised; run ends in error", exc_info=exc)
+                    self._end_error(run, token, type(exc).__name__, str(exc))
+                    return "error"
         metrics.add_metric(name="Steps", unit=MetricUnit.Count, value=1)
         metrics.add_metric(
             name="StepDuration",
             unit=MetricUnit.Milliseconds,
             value=(time.perf_counter() - started) * 1000,
         )
-        return self._decide(run, message, result)
+        return self._decide(graph, run, message, result, token)
+
+    def _release(self, run: RunRecord, token: str, exc: BaseException) -> None:
+        """Let the redelivered message claim the step again without waiting for the lease."""
+        logger.warning("step failed; the message will be retried", exc_info=exc)
+        try:
+            self.store.release_claim(run.thread_id, run.run_id, token, _describe(exc))
+        except INFRASTRUCTURE_ERRORS:
+            # AWS is still failing: the lease expires by itself before SQS redelivers.
+            logger.warning("could not release the claim; it expires with its lease")
+
+    def _give_up(
+        self, run: RunRecord, message: StepMessage, token: str, attempts: int, cause: str
+    ) -> bool:
+        error = (
+            f"Step {message.step} of run {run.run_id} failed {attempts} times "
+            f"(limit {self.settings.max_step_attempts}); last error: {cause}"
+        )
+        return self._end_error(run, token, "StepFailed", error)
+
+    def _end_error(self, run: RunRecord, token: str, kind: str, error: str) -> bool:
+        return self.runs.end(
+            run,
+            status="error",
+            thread_status="error",
+            token=token,
+            error=error,
+            run_values={"__error__": {"error": kind, "message": error}},
+        )
 
     def _input_and_config(self, run: RunRecord, message: StepMessage) -> tuple[Any, dict[str, Any]]:
         kwargs = run.kwargs
@@ -151,9 +292,9 @@ class StepWorker:
             **(user_config.get("configurable") or {}),
             **config["configurable"],
         }
-        # Checkpoint metadata carries the run id: a retried step uses it to see its own work.
-        # The run's metadata goes in too, as the official server does: history can be
-        # filtered by it (``get_history(metadata=...)``).
+        # Checkpoint metadata carries the run id: a retried step uses it to see its own work,
+        # and a rollback to find what the run wrote. The run's metadata goes in too, as the
+        # official server does: history can be filtered by it (``get_history(metadata=...)``).
         config["metadata"] = {
             **(user_config.get("metadata") or {}),
             **_checkpoint_metadata(run.metadata),
@@ -162,6 +303,8 @@ class StepWorker:
             "graph_id": run.assistant_id,
             "assistant_id": run.assistant_id,
         }
+        # One superstep per invocation: the run's recursion limit is enforced across
+        # invocations (``_recursion_limit``); passed on, it still bounds subgraphs.
         for key in ("tags", "recursion_limit"):
             if key in user_config:
                 config[key] = user_config[key]
@@ -195,23 +338,24 @@ class StepWorker:
             return StepResult("done", head, None, values)
         return StepResult("continue", head, None, values, {}, list(snapshot.next))
 
-    def _decide(self, run: RunRecord, message: StepMessage, result: StepResult) -> str:
+    def _decide(
+        self, graph: Any, run: RunRecord, message: StepMessage, result: StepResult, token: str
+    ) -> str:
         if result.outcome == "continue":
-            recorded = self.store.complete_step(
+            recorded, current = self.store.complete_step(
                 run.thread_id,
                 run.run_id,
                 message.step,
+                token=token,
                 checkpoint_id=result.checkpoint_id,
                 start_checkpoint_id=result.start_checkpoint_id,
                 first_step=message.step == 1,
-                lease_until=clock.now() + self.settings.lease_s,
+                deadline=clock.now() + self.settings.resend_after_s,
             )
-            if recorded is None:
-                # Our lease expired and another worker took the step over; it continues the run.
-                logger.warning("lost the claim while running the step")
-                return "lost"
-            if recorded.cancel:
-                self.runs.end_cancelled(recorded)
+            if not recorded or current is None:
+                return self._lost(graph, run, current)
+            if current.cancel:
+                self.runs.end_cancelled(current, None)
                 return "cancelled"
             self.runs.queues.send(
                 StepMessage(
@@ -227,17 +371,45 @@ class StepWorker:
             # As on LangGraph Platform: the run succeeded, the thread waits for a human.
             interrupts = [i for items in result.interrupts.values() for i in items]
             values = result.values if isinstance(result.values, dict) else {}
-            self.runs.finish(
+            ended = self.runs.end(
                 run,
                 status="success",
                 thread_status="interrupted",
+                token=token,
                 values=result.values,
                 interrupts=result.interrupts,
                 run_values={**values, "__interrupt__": interrupts},
             )
-            return "interrupted"
-        self.runs.finish(run, status="success", thread_status="idle", values=result.values)
-        return "success"
+            return "interrupted" if ended else "lost"
+        ended = self.runs.end(
+            run, status="success", thread_status="idle", token=token, values=result.values
+        )
+        return "success" if ended else "lost"
+
+    def _lost(self, graph: Any, run: RunRecord, current: RunRecord | None) -> str:
+        """The step was done but its claim was no longer ours when recording it."""
+        if current is None:
+            # The run was deleted with its thread while the step ran: what the step just
+            # wrote must not come back if the thread id is used again.
+            thread = self.store.get_thread(run.thread_id)
+            if thread is None:
+                graph.checkpointer.delete_thread(run.thread_id)
+            else:
+                graph.checkpointer.delete_for_runs([run.run_id])
+            logger.warning("the run was deleted while its step ran; its checkpoints removed")
+            return "deleted"
+        logger.warning("lost the claim while running the step")
+        return "lost"
+
+
+def _recursion_limit(run: RunRecord) -> int:
+    config = run.kwargs.get("config") or {}
+    limit = config.get("recursion_limit")
+    return int(limit) if isinstance(limit, int) and limit > 0 else default_recursion_limit()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 # Run metadata larger than this stays off the checkpoints (it is kept on the run): every

@@ -16,7 +16,7 @@ from functions.graph_loader import graph_exists, load_graph
 from functions.jsonable import interrupt_to_api, to_jsonable
 from functions.models import CheckpointRef, HistoryQuery, StateUpdate, ThreadCreate, ThreadSearch
 from functions.settings import Settings
-from functions.store import Store, ThreadRecord, now_iso
+from functions.store import STATE_UPDATE_HOLDER, Store, ThreadRecord, now_iso
 
 
 def _checkpoint_api(config: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -180,11 +180,45 @@ class ThreadService:
 
     def update_state(self, tenant: str, thread_id: str, body: StateUpdate) -> dict[str, Any]:
         thread = self.get(tenant, thread_id)
-        if thread.active_run_id:
+        # The update holds the thread while it writes, so no run can start from the head it
+        # is replacing (that would fork the thread); a process that dies holding it is
+        # freed once ``state_hold_s`` has passed (the API's timeout is far shorter).
+        holder = f"{STATE_UPDATE_HOLDER}{uuid.uuid4().hex}"
+        if not self.store.acquire_for_update(thread_id, holder, self.settings.state_hold_s):
+            active = self.store.get_thread(thread_id)
             raise ConflictError(
-                f"Thread {thread_id!r} has an active run ({thread.active_run_id}); "
+                f"Thread {thread_id!r} has an active run "
+                f"({active.active_run_id if active else thread.active_run_id}); "
                 "update its state when the run has ended."
             )
+        try:
+            result, snapshot = self._write_state(thread, body)
+        except BaseException:
+            self.store.release_thread(
+                thread_id, holder, status=thread.status, interrupts=thread.interrupts
+            )
+            raise
+        interrupts = {t.id: _interrupts_api(t.interrupts) for t in snapshot.tasks if t.interrupts}
+        status = "interrupted" if snapshot.interrupts else thread.status
+        released = self.store.release_update_hold(
+            thread_id,
+            holder,
+            status=status if status != "busy" else "idle",
+            values=to_jsonable(snapshot.values),
+            interrupts=interrupts,
+        )
+        if released is not None and released.queued_runs > 0:
+            # A run queued behind the update (its creator saw the thread held).
+            from functions.queues import StepQueues
+            from functions.runs import RunService
+
+            RunService(self.settings, self.store, StepQueues(self.settings)).start_next(
+                thread_id, released.queued_runs
+            )
+        return result
+
+    def _write_state(self, thread: ThreadRecord, body: StateUpdate) -> tuple[dict[str, Any], Any]:
+        thread_id = thread.thread_id
         checkpoint_id = body.checkpoint_id or (
             body.checkpoint.checkpoint_id if body.checkpoint else None
         )
@@ -204,22 +238,14 @@ class ThreadService:
             # Unknown node, ambiguous update, values that do not fit the state schema.
             raise InvalidRequestError(f"Cannot update state: {exc}") from exc
         snapshot = graph.get_state(thread_config(thread_id))
-        status = "interrupted" if snapshot.interrupts else thread.status
-        self.store.set_thread_state(
-            thread_id,
-            status=status if status != "busy" else "idle",
-            values=to_jsonable(snapshot.values),
-            interrupts={
-                t.id: _interrupts_api(t.interrupts) for t in snapshot.tasks if t.interrupts
-            },
-        )
         checkpoint = _checkpoint_api(config)
         # The official server answers with the checkpoint three ways; clients read any of them.
-        return {
+        result = {
             "checkpoint": checkpoint,
             "configurable": checkpoint,
             "checkpoint_id": checkpoint["checkpoint_id"] if checkpoint else None,
         }
+        return result, snapshot
 
 
 def require_checkpoint(graph: Any, thread_id: str, checkpoint_id: str) -> None:

@@ -66,6 +66,7 @@ def handler(
         delivery = Delivery(
             receive_count=int(attributes.approximate_receive_count or 1),
             sent_at_ms=int(attributes.sent_timestamp) if attributes.sent_timestamp else None,
+            receipt_handle=record.receipt_handle,
         )
         outcome = step_worker.process(message, delivery)
         logger.info("step handled", extra={"outcome": outcome})

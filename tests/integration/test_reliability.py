@@ -13,6 +13,7 @@ from typing_extensions import TypedDict
 
 from functions.executor import run_superstep, thread_config
 from functions.graph_loader import load_graph
+from functions.store import Ending
 from graphs import registry
 from tests.integration.conftest import Stack
 
@@ -68,7 +69,7 @@ def test_step_claimed_by_a_live_worker_is_not_run_twice(stack: Stack) -> None:
     # GIVEN a worker that has claimed step 1 and is still working on it (live lease)
     thread_id = stack.create_thread()
     run = stack.start_run(thread_id, input=BILLING)
-    stack.store.claim_step(thread_id, run["run_id"], 1, time.time() + 300)
+    stack.store.claim_step(thread_id, run["run_id"], 1, time.time() + 300, "live-worker")
 
     # WHEN a second copy of the message arrives
     steps = stack.pump()
@@ -85,7 +86,7 @@ def test_crashed_step_is_retried_after_its_lease_expired(stack: Stack) -> None:
     # GIVEN a worker claimed step 1 and died before running it (its lease has expired)
     thread_id = stack.create_thread()
     run = stack.start_run(thread_id, input=BILLING)
-    stack.store.claim_step(thread_id, run["run_id"], 1, time.time() - 1)
+    stack.store.claim_step(thread_id, run["run_id"], 1, time.time() - 1, "dead-worker")
 
     # WHEN SQS redelivers the message
     stack.pump()
@@ -105,7 +106,7 @@ def test_step_that_crashed_after_its_checkpoint_is_not_executed_again(stack: Sta
     stack.deliver(priority, [message])
     step2 = stack.receive(1)[0][1]
     body = json.loads(step2["Body"])
-    stack.store.claim_step(thread_id, run["run_id"], 2, time.time() - 1)
+    stack.store.claim_step(thread_id, run["run_id"], 2, time.time() - 1, "dead-worker")
     graph = load_graph("support", stack.settings)
     config = thread_config(thread_id)
     config["metadata"] = {"run_id": run["run_id"]}
@@ -208,23 +209,23 @@ def test_infrastructure_error_is_retried_then_the_run_is_marked_error(
 
     # WHEN the failing step message is delivered over and over
     failures = []
-    for _ in range(stack.settings.max_receive_count):
+    for _ in range(stack.settings.max_step_attempts):
         priority, message = stack.receive(1)[0]
         failures.append(stack.deliver(priority, [message])["batchItemFailures"])
         status = stack.api("GET", f"/threads/{thread_id}/runs/{run['run_id']}").body["status"]
         if status != "running":
             break
 
-    # THEN every delivery was reported as a batch item failure (SQS retries, then the DLQ)
-    assert all(len(f) == 1 for f in failures)
-    # AND on the last allowed delivery the run was marked error, so it is never stuck running
+    # THEN every attempt but the last was reported as a batch item failure (SQS retries it)
+    assert [len(f) for f in failures] == [1] * (stack.settings.max_step_attempts - 1) + [0]
+    # AND the last allowed attempt ended the run error, saying which step failed how often
     got = stack.api("GET", f"/threads/{thread_id}/runs/{run['run_id']}").body
     assert got["status"] == "error"
     assert "ThrottlingException" in got["error"]
-    assert (
-        int(stack.receive(1)[0][1]["Attributes"]["ApproximateReceiveCount"])
-        > stack.settings.max_receive_count
-    )
+    assert f"Step 2 of run {run['run_id']} failed 5 times" in got["error"]
+    # AND the message was consumed, not parked in a DLQ: the run, not SQS, counted attempts
+    assert stack.receive(1) == []
+    assert stack.api("GET", f"/threads/{thread_id}").body["status"] == "error"
 
 
 def test_housekeeping_frees_a_thread_left_held_by_an_ended_run(stack: Stack) -> None:
@@ -232,7 +233,16 @@ def test_housekeeping_frees_a_thread_left_held_by_an_ended_run(stack: Stack) -> 
     thread_id = stack.create_thread()
     first = stack.start_run(thread_id, input=BILLING)
     second = stack.start_run(thread_id, input=BILLING)
-    stack.store.finish_run(thread_id, first["run_id"], status="success")
+    holder = stack.store.get_run(thread_id, first["run_id"])
+    assert holder is not None
+    stack.store.record_ending(
+        holder,
+        "success",
+        Ending(thread_status="idle", effects=["thread", "next"]),
+        token=None,
+        now=time.time(),
+        recheck_at=time.time() - 1,
+    )
     stack.store.extend_lease(thread_id, second["run_id"], time.time() - 1)
 
     # WHEN housekeeping runs and the queues are drained
