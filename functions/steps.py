@@ -380,11 +380,14 @@ class StepWorker:
                 interrupts=result.interrupts,
                 run_values={**values, "__interrupt__": interrupts},
             )
-            return "interrupted" if ended else "lost"
+            return "interrupted" if ended else self._not_ended(graph, run)
         ended = self.runs.end(
             run, status="success", thread_status="idle", token=token, values=result.values
         )
-        return "success" if ended else "lost"
+        return "success" if ended else self._not_ended(graph, run)
+
+    def _not_ended(self, graph: Any, run: RunRecord) -> str:
+        return self._lost(graph, run, self.store.get_run(run.thread_id, run.run_id))
 
     def _lost(self, graph: Any, run: RunRecord, current: RunRecord | None) -> str:
         """The step was done but its claim was no longer ours when recording it."""
