@@ -21,6 +21,7 @@ from functions.resources import (
     RUNTIME_TABLE,
     SERVICE_NAME,
     STEP_QUEUES,
+    STEP_TIMINGS,
 )
 from infra.constructs.api import Api
 from infra.constructs.deployment import CanaryDeployments
@@ -95,6 +96,14 @@ class LambdaGraphStack(Stack):
             "LAMBDAGRAPH_MAX_RECEIVE_COUNT": str(
                 min(spec.max_receive_count for spec in STEP_QUEUES.values())
             ),
+            # Attempts at one step are counted on the run; the last one allowed ends it
+            # `error` before SQS would park its message in the DLQ.
+            "LAMBDAGRAPH_MAX_STEP_ATTEMPTS": str(
+                min(spec.max_receive_count for spec in STEP_QUEUES.values())
+            ),
+            # The timings recovery relies on (checked in the worker construct).
+            "LAMBDAGRAPH_LEASE_S": str(STEP_TIMINGS.lease_s),
+            "LAMBDAGRAPH_VISIBILITY_TIMEOUT_S": str(STEP_TIMINGS.visibility_timeout_s),
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": config.log_level,

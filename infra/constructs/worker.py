@@ -13,7 +13,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from constructs import Construct
 
-from functions.resources import STEP_WORKER_FUNCTION
+from functions.resources import STEP_TIMINGS, STEP_WORKER_FUNCTION, StepTimings
 from infra.constructs.function import ServiceFunction
 from infra.constructs.queues import StepQueues
 
@@ -36,11 +36,13 @@ class StepWorker(Construct):
             spec = queues.specs[priority]
             if spec.max_concurrency is None:
                 continue
-            if spec.visibility_timeout_s <= STEP_WORKER_FUNCTION.timeout_s:
-                raise ValueError(
-                    f"{spec.logical_id}: visibility timeout {spec.visibility_timeout_s}s must "
-                    f"exceed the worker timeout {STEP_WORKER_FUNCTION.timeout_s}s"
-                )
+            # visibility > lease > function timeout, or recovery could run a step twice.
+            StepTimings(
+                function_timeout_s=STEP_WORKER_FUNCTION.timeout_s,
+                lease_s=float(environment.get("LAMBDAGRAPH_LEASE_S", STEP_TIMINGS.lease_s)),
+                visibility_timeout_s=spec.visibility_timeout_s,
+                housekeeping_every_s=STEP_TIMINGS.housekeeping_every_s,
+            ).check()
             self.handler.alias.add_event_source(
                 sources.SqsEventSource(
                     queue,

@@ -436,3 +436,27 @@ def test_outputs_name_the_api_url_tables_and_queues(synth: Synth) -> None:
     expected = {"ApiUrl", "CheckpointTableName", "RuntimeTableName", "PayloadBucketName"}
     expected |= {f"{spec.logical_id}Url" for spec in STEP_QUEUES.values()}
     assert expected <= set(outputs)
+
+
+def test_deployed_step_timings_let_a_lease_outlive_its_invocation(synth: Synth) -> None:
+    # GIVEN the deployed worker: its timeout, the lease its settings read, its queues
+    _, fn = _function_by_handler(synth, STEP_WORKER_FUNCTION.handler)
+    env = fn["Properties"]["Environment"]["Variables"]
+    timeout = fn["Properties"]["Timeout"]
+    lease = float(env["LAMBDAGRAPH_LEASE_S"])
+    queues = synth.resources("AWS::SQS::Queue")
+    visibilities = [
+        q["Properties"]["VisibilityTimeout"]
+        for q in queues.values()
+        if "RedrivePolicy" in q["Properties"]
+    ]
+
+    # THEN visibility > lease > function timeout, on every step queue
+    assert len(visibilities) == len(STEP_QUEUES)
+    assert lease > timeout
+    assert all(v > lease for v in visibilities)
+    # AND the run counts attempts up to the queues' receive count (before any DLQ)
+    assert int(env["LAMBDAGRAPH_MAX_STEP_ATTEMPTS"]) <= min(
+        s.max_receive_count for s in STEP_QUEUES.values()
+    )
+    assert float(env["LAMBDAGRAPH_VISIBILITY_TIMEOUT_S"]) == min(visibilities)
