@@ -209,13 +209,29 @@ class RunService:
             interrupts=interrupts or {},
             set_values=values is not None,
         )
+        final_values = run_values if run_values is not None else values
+        if ending.effects == ["thread", "next"] and self.store.end_at_once(
+            run,
+            status,
+            ending,
+            token=token,
+            error=error,
+            values=final_values,
+            thread_values=_thread_values(
+                RunRecord(**{**run.__dict__, "values": final_values}), ending
+            ),
+            now=now,
+        ):
+            # Nothing waited queued: the outcome and the thread's release in one write.
+            metrics.add_metric(name=run_status_metric(status), unit=MetricUnit.Count, value=1)
+            return True
         done, current = self.store.record_ending(
             run,
             status,
             ending,
             token=token,
             error=error,
-            values=run_values if run_values is not None else values,
+            values=final_values,
             now=now,
             recheck_at=now + self.settings.lease_s,
         )

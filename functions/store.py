@@ -1074,6 +1074,63 @@ class Store:
         )
         return done, RunRecord.from_item(attributes) if attributes else None
 
+    def end_at_once(
+        self,
+        run: RunRecord,
+        status: str,
+        ending: Ending,
+        *,
+        token: str | None,
+        error: str | None,
+        values: Any,
+        thread_values: Any,
+        now: float,
+    ) -> bool:
+        """The common ending in one transaction: the run's final status and the release of
+        its thread, when no run waits queued on the thread (nothing else to do). False, with
+        nothing written, when that does not apply; the caller then records the ending."""
+        sets, vals = self._ending_update(
+            run, status, ending, error=error, values=values, cancel=None, recheck_at=now
+        )
+        sets = [x for x in sets if not x.startswith(("ending", "lease_until", "gsi1"))]
+        for key in (":end", ":l", ":gp", ":gs"):
+            vals.pop(key, None)
+        vals.update({**_ACTIVE_VALUES, ":f": False})
+        if token is not None:
+            vals[":tok"] = token
+            condition = f"{_ACTIVE} AND queued = :f AND claim_token = :tok"
+        else:
+            vals[":now"] = _decimal(now)
+            condition = (
+                f"{_ACTIVE} AND queued = :f AND "
+                "(attribute_not_exists(claim_token) OR lease_until < :now)"
+            )
+        end = self._transact_update(
+            _run_key(run.thread_id, run.run_id),
+            sets,
+            vals,
+            condition=condition,
+            remove=("claim_token", "lease_until", "gsi1pk", "gsi1sk"),
+        )
+        thread_vals: dict[str, Any] = {":r": run.run_id, ":one": 1}
+        thread_sets = self._thread_state_sets(
+            ending.thread_status, thread_values, ending.interrupts, thread_vals
+        )
+        release = self._transact_update(
+            _thread_key(run.thread_id),
+            thread_sets,
+            thread_vals,
+            condition=(
+                "active_run_id = :r AND (attribute_not_exists(queued_runs) OR queued_runs < :one)"
+            ),
+            remove=("active_run_id", "holder_until"),
+        )
+        try:
+            self._transact([end, release])
+        except TransactionCancelled:
+            return False
+        return True
+
     def end_queued_run(
         self, run: RunRecord, status: str, ending: Ending, *, cancel: str | None, recheck_at: float
     ) -> RunRecord | None:

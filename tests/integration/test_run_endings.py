@@ -220,10 +220,12 @@ def test_creating_a_run_twice_after_a_lost_answer_is_not_a_conflict(stack: Stack
 def test_redelivered_message_finishes_an_ending_that_stopped_halfway(
     stack: Stack, fail_aws: FailAws
 ) -> None:
-    # GIVEN a run that stops at interrupt() and whose worker failed right after recording
-    # the outcome (the thread release failed)
+    # GIVEN a run that stops at interrupt(), with another run queued behind it (so its ending
+    # has several effects), whose worker failed right after recording the outcome (the
+    # thread release failed)
     thread_id = stack.create_thread()
     run = stack.start_run(thread_id, input=CANCEL)
+    queued = stack.start_run(thread_id, input=CANCEL)
     _deliver_one(stack)
     priority, last = stack.receive(1)[0]
 
@@ -241,7 +243,9 @@ def test_redelivered_message_finishes_an_ending_that_stopped_halfway(
     # WHEN SQS redelivers the message
     stack.pump()
 
-    # THEN the ending was finished: the thread is interrupted with its interrupt, and free
+    # THEN the ending was finished: the queued run started and ran, the thread is
+    # interrupted with its interrupt, and free
+    assert _run(stack, thread_id, queued["run_id"])["status"] == "success"
     thread = _thread(stack, thread_id)
     assert thread["status"] == "interrupted"
     assert thread["interrupts"]
