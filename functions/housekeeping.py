@@ -62,7 +62,7 @@ def _recover(runs: RunService, run: RunRecord, now: float) -> bool:
             logger.info("finishing an unfinished run ending", extra=extra)
             runs.complete_ending(run, recovering=True)
             return True
-        store.mark_ended(run)
+        store.leave_index(run)
         return False
     if run.queued:
         # Waiting behind a holder: finish the holder's ending if it died halfway through.

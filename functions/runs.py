@@ -137,11 +137,16 @@ class RunService:
         # Housekeeping looks at queued runs too once this deadline passes (a stuck holder).
         run.queued = True
         run.lease_until = clock.now() + self.settings.lease_s
-        self.store.create_queued_run(run)
-        if body.multitask_strategy in ("interrupt", "rollback") and active_id:
-            active = self.store.get_run(thread_id, active_id)
+        cancels = body.multitask_strategy in ("interrupt", "rollback") and active_id
+        cancel = (str(active_id), body.multitask_strategy) if cancels else None
+        if not self.store.create_queued_run(run, cancel=cancel):
+            cancel = None  # the active run ended meanwhile: nothing to cancel
+            self.store.create_queued_run(run)
+        if cancel is not None:
+            active = self.store.get_run(thread_id, cancel[0])
             if active is not None and active.active:
-                self.cancel_active(active, body.multitask_strategy)
+                # Flagged already; it ends at once if no step is in progress.
+                self.cancel_active(active, cancel[1])
         # The holder may have ended (or died halfway through its ending) while we stored the
         # queued run: finish that, or start the queued run ourselves.
         if not self.finish_stale_holder(thread_id):
@@ -232,6 +237,7 @@ class RunService:
             token=token,
             error=error,
             values=final_values,
+            cancel=cancel,
             now=now,
             recheck_at=now + self.settings.lease_s,
         )

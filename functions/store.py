@@ -702,9 +702,14 @@ class Store:
             return False
         return True
 
-    def create_queued_run(self, run: RunRecord) -> None:
+    def create_queued_run(self, run: RunRecord, *, cancel: tuple[str, str] | None = None) -> bool:
         """Store a new run waiting behind the thread's holder, counting it on the thread in
-        the same transaction (the count spares a run's ending a query when nothing waits)."""
+        the same transaction (the count spares a run's ending a query when nothing waits).
+
+        ``cancel`` = (active run id, action): the multitask strategy's cancel of the active
+        run is flagged in the same transaction, so a crash right after cannot leave the old
+        run going. False if that run was no longer active (nothing stored; call again
+        without ``cancel``)."""
         put = {
             "Put": {
                 "Item": self._run_item(run),
@@ -718,12 +723,25 @@ class Store:
             condition="attribute_exists(pk)",
             add=("queued_runs :one",),
         )
+        items = [count, put]
+        if cancel is not None:
+            items.append(
+                self._transact_update(
+                    _run_key(run.thread_id, cancel[0]),
+                    ["cancel = :a", "updated_at = :u"],
+                    {":a": cancel[1], ":u": now_iso(), **_ACTIVE_VALUES},
+                    condition=_ACTIVE,
+                )
+            )
         try:
-            self._transact([count, put])
+            self._transact(items)
         except TransactionCancelled as exc:
             if exc.reasons[1] == "ConditionalCheckFailed":
-                return  # stored by the first attempt of this request
-            raise NotFoundError(f"Thread {run.thread_id!r} not found.") from exc
+                return True  # stored by the first attempt of this request
+            if exc.reasons[0] == "ConditionalCheckFailed":
+                raise NotFoundError(f"Thread {run.thread_id!r} not found.") from exc
+            return False
+        return True
 
     def hand_over(self, thread_id: str, run_id: str, lease_until: float) -> bool:
         """Make a queued run the holder of a free thread and startable, in one transaction:
@@ -1181,6 +1199,17 @@ class Store:
         if attributes and attributes.get("ending"):
             return Ending.from_json(str(attributes["ending"]))
         return None
+
+    def leave_index(self, run: RunRecord) -> None:
+        """Take a final run with nothing left to do out of the housekeeping index."""
+        self._update(
+            _run_key(run.thread_id, run.run_id),
+            ["updated_at = :u"],
+            {":u": now_iso()},
+            condition="attribute_exists(pk)",
+            remove=("lease_until", "gsi1pk", "gsi1sk"),
+            returns="NONE",
+        )
 
     def mark_ended(self, run: RunRecord) -> None:
         """Every effect of the run's ending is done: it leaves the housekeeping index."""

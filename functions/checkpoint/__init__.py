@@ -8,7 +8,10 @@ from functions.checkpoint.errors import (
     CheckpointBucketMissingError,
     CheckpointDecodeError,
     CheckpointError,
+    CheckpointReadError,
     CheckpointTableMissingError,
+    CheckpointTooLargeError,
+    CheckpointWriteError,
 )
 from functions.checkpoint.saver import DynamoDBSaver
 
@@ -16,6 +19,9 @@ __all__ = [
     "CheckpointBucketMissingError",
     "CheckpointDecodeError",
     "CheckpointError",
+    "CheckpointReadError",
     "CheckpointTableMissingError",
+    "CheckpointTooLargeError",
+    "CheckpointWriteError",
     "DynamoDBSaver",
 ]

@@ -43,6 +43,7 @@ FROM_WRITES = 3  # [FROM_WRITES, count, refs]: parent value + the parent's write
 S3_FULL = 4  # [S3_FULL, type, key]: full value stored in S3
 WRITE_VALUE = 5  # [WRITE_VALUE, task ref, idx]: the value one parent write stored
 SIDE = 6  # [SIDE, type]: full value in the checkpoint's side item (a graph input)
+S3_TAIL = 7  # [S3_TAIL, count, key]: parent value + the appended elements stored in S3
 
 # A diff record's versions_seen when it is the same diff as its parent record's.
 SAME_SEEN = 2
@@ -275,7 +276,9 @@ class StoredWrite:
     idx: int
     channel: str
     type_: str
-    data: bytes | None  # None when the value lives in S3
+    # None when the value lives in S3 and was not fetched yet; an S3 write this saver
+    # stored or fetched keeps its bytes here too.
+    data: bytes | None
     s3_key: str | None = None
     sort_key: str = ""  # of the item holding it, after the namespace prefix
 
@@ -289,7 +292,9 @@ def encode_writes(
 ) -> bytes:
     entries: list[list[Any]] = []
     for w in writes:
-        code, data = type_code(w.type_), w.data
+        # A write moved to S3 keeps its bytes in memory (append detection compares them)
+        # but stores only its key.
+        code, data = type_code(w.type_), None if w.s3_key is not None else w.data
         if data is not None:
             code, data = store(code, data, compress_min)
         entry: list[Any] = [w.idx, w.channel, code, data]

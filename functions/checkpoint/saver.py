@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
+import hashlib
 import math
 import threading
 import time
@@ -46,7 +47,7 @@ from urllib.parse import quote
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -69,6 +70,7 @@ from functions.checkpoint.codec import (
     FROM_WRITES,
     FULL,
     S3_FULL,
+    S3_TAIL,
     SAME_SEEN,
     SIDE,
     TAIL,
@@ -78,9 +80,14 @@ from functions.checkpoint.codec import (
     Typed,
 )
 from functions.checkpoint.errors import (
+    ITEM_LIMIT_TEXT,
     CheckpointBucketMissingError,
     CheckpointDecodeError,
+    CheckpointError,
+    CheckpointReadError,
     CheckpointTableMissingError,
+    CheckpointTooLargeError,
+    CheckpointWriteError,
 )
 from functions.resources import CHECKPOINT_TABLE
 
@@ -99,8 +106,11 @@ _PK = CHECKPOINT_TABLE.partition_key
 _SK = CHECKPOINT_TABLE.sort_key or "sk"
 _TTL = CHECKPOINT_TABLE.ttl_attribute or "ttl"
 _DATA = "d"
-# DynamoDB's item limit is 400 KB; stay clear of it with room for keys and names.
+# DynamoDB's item limit is 400 KB; values move to S3 once an item's values pass this budget,
+# which leaves room for keys, names, versions and metadata.
 _ITEM_BUDGET = 350_000
+# What an encoded item may take at most (names and values; the TTL attribute's room kept).
+_ITEM_LIMIT = 400 * 1024 - 64
 _BATCH = 25
 _TASK_REF = 8  # characters of a task id that name it among one checkpoint's tasks
 # Compact when the read window holds this much more than twice the live values.
@@ -150,6 +160,23 @@ def _namespace_of(sort_key: str) -> str:
 
 def _is_side(sort_key: str) -> bool:
     return SIDE_SEP in sort_key.split(SEP, 1)[0]
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a write path is storing, for its errors: thread, namespace and a description
+    ("checkpoint 'x'", "the writes of task 't' to checkpoint 'x'")."""
+
+    thread_id: str
+    ns: str
+    what: str
+
+
+class _ObjectMissingError(Exception):
+    """An S3 object an item references is gone (reported as the checkpoint's read error)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"S3 object {key!r} holding part of it is missing")
 
 
 @dataclass
@@ -486,21 +513,36 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
 
-    def _s3_put(self, key: str, data: bytes) -> None:
+    def _s3_put(self, target: _Target, part: str, key: str, data: bytes) -> None:
+        """Store ``part`` (what the value is, for errors) of ``target`` in S3."""
         if self.s3 is None or self.bucket_name is None:
-            raise CheckpointBucketMissingError(None, f"{len(data)} bytes")
+            raise CheckpointTooLargeError(target.thread_id, target.ns, target.what, part, len(data))
         try:
             self.s3.put_object(Bucket=self.bucket_name, Key=key, Body=data)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "NoSuchBucket":
-                raise CheckpointBucketMissingError(self.bucket_name) from exc
+                raise CheckpointWriteError(
+                    target.thread_id,
+                    target.ns,
+                    target.what,
+                    f"{part} goes to S3, and {CheckpointBucketMissingError(self.bucket_name)}",
+                ) from exc
             raise
 
     def _s3_get(self, key: str) -> bytes:
         if self.s3 is None or self.bucket_name is None:
             raise CheckpointBucketMissingError(None, f"reading {key}")
-        body = self.s3.get_object(Bucket=self.bucket_name, Key=key)["Body"]
-        return body.read()
+        try:
+            body = self.s3.get_object(Bucket=self.bucket_name, Key=key)["Body"]
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code == "NoSuchBucket":
+                raise CheckpointBucketMissingError(self.bucket_name) from exc
+            if code in ("NoSuchKey", "404"):
+                raise _ObjectMissingError(key) from exc
+            raise
+        data: bytes = body.read()
+        return data
 
     def _s3_delete_prefix(self, prefix: str, keep: set[str] | None = None) -> None:
         if self.s3 is None or self.bucket_name is None:
@@ -554,7 +596,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             if record is None:
                 if not steps and current == checkpoint_id:
                     return None, None
-                raise CheckpointDecodeError(
+                raise CheckpointReadError(
                     items.thread_id,
                     items.ns,
                     checkpoint_id,
@@ -565,7 +607,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 current = record.parent
                 continue
             kind = entry[0]
-            if kind in (TAIL, FROM_WRITES):
+            if kind in (TAIL, S3_TAIL, FROM_WRITES):
                 steps.append((current, entry))
                 current = record.parent
                 continue
@@ -574,7 +616,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 parent = record.parent
                 writes = self._referenced(items, parent, channel, entry[1:3])
                 if len(writes) != 1 or parent is None:
-                    raise CheckpointDecodeError(
+                    raise CheckpointReadError(
                         items.thread_id, items.ns, current, f"write of {channel!r} is missing"
                     )
                 base_value = self._write_value(writes[0])
@@ -615,7 +657,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         except ClientError as exc:
             raise self._wrap(exc) from exc
         if "Item" not in item:
-            raise CheckpointDecodeError(
+            raise CheckpointReadError(
                 items.thread_id, items.ns, checkpoint_id, f"stored input {channel!r} is missing"
             )
         data: bytes = item["Item"][_DATA]["B"]
@@ -637,9 +679,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         count, body = split
         parts = [body]
         for at, entry in reversed(steps):
-            if entry[0] == TAIL:
+            if entry[0] in (TAIL, S3_TAIL):
                 count += entry[1]
-                parts.append(entry[2])
+                parts.append(entry[2] if entry[0] == TAIL else self._s3_get(entry[2]))
                 continue
             record = items.records[at]
             if record.parent is None:
@@ -682,7 +724,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 return record.base, age
             current = record.parent
             age += 1
-        raise CheckpointDecodeError(
+        raise CheckpointReadError(
             items.thread_id, items.ns, checkpoint_id, f"no base found (reached {current!r})"
         )
 
@@ -701,7 +743,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 break
             record = items.record(current)
             if record is None:
-                raise CheckpointDecodeError(
+                raise CheckpointReadError(
                     items.thread_id, items.ns, checkpoint_id, f"ancestor {current!r} is missing"
                 )
             if not record.diff:
@@ -787,9 +829,10 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         return sorted(writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
 
     def _write_value(self, write: StoredWrite) -> Typed:
-        if write.s3_key is not None:
-            return write.type_, self._s3_get(write.s3_key)
-        assert write.data is not None
+        if write.data is None:
+            assert write.s3_key is not None
+            # Kept: the next put() compares appended elements with it (see _delta_entry).
+            write.data = self._s3_get(write.s3_key)
         return write.type_, write.data
 
     def _tuple(
@@ -819,8 +862,10 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 (w.task_id, w.channel, self.serde.loads_typed(self._write_value(w))) for w in writes
             ]
             extra = self.serde.loads_typed(record.extra) if record.extra is not None else {}
-        except CheckpointDecodeError:
-            raise
+        except (CheckpointError, ClientError, BotoCoreError):
+            raise  # already says what failed; AWS errors stay retryable as they are
+        except _ObjectMissingError as exc:
+            raise CheckpointReadError(items.thread_id, items.ns, checkpoint_id, str(exc)) from exc
         except Exception as exc:
             raise CheckpointDecodeError(
                 items.thread_id, items.ns, checkpoint_id, repr(exc)
@@ -1010,25 +1055,53 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
     # ------------------------------------------------------------- writing
 
     def _offload(
-        self, thread_id: str, ns: str, checkpoint_id: str, blobs: dict[str, builtins.list[Any]]
-    ) -> None:
-        """Move the largest full values to S3 until the item fits DynamoDB's limit."""
+        self,
+        target: _Target,
+        checkpoint_id: str,
+        blobs: dict[str, builtins.list[Any]],
+        budget: int = _ITEM_BUDGET,
+    ) -> bool:
+        """Move the largest inline values (full values and appended tails) to S3 until the
+        rest take at most ``budget`` bytes; True if any moved."""
         sizes = {ch: len(e[2]) for ch, e in blobs.items() if e[0] in (FULL, TAIL)}
         total = sum(sizes.values())
-        for channel, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
-            if total <= _ITEM_BUDGET:
-                return
+        moved = False
+        for channel, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+            if total <= budget:
+                break
             entry = blobs[channel]
-            if entry[0] == TAIL:
-                continue  # tails are small by construction; full values go first
-            key = self._s3_key(thread_id, ns, checkpoint_id, f"c{SEP}{channel}")
-            self._s3_put(key, entry[2])
-            blobs[channel] = [S3_FULL, entry[1], key]
+            if entry[0] == FULL:
+                key = self._s3_key(target.thread_id, target.ns, checkpoint_id, f"c{SEP}{channel}")
+                self._s3_put(target, f"the value of channel {channel!r}", key, entry[2])
+                blobs[channel] = [S3_FULL, entry[1], key]
+            else:
+                key = self._s3_key(target.thread_id, target.ns, checkpoint_id, f"t{SEP}{channel}")
+                self._s3_put(target, f"what was appended to channel {channel!r}", key, entry[2])
+                blobs[channel] = [S3_TAIL, entry[1], key]
             total -= size
-        if total > _ITEM_BUDGET:
-            raise CheckpointDecodeError(
-                thread_id, ns, checkpoint_id, "checkpoint values do not fit one item"
-            )
+            moved = True
+        return moved
+
+    def _encode_record(
+        self, target: _Target, checkpoint_id: str, record: CheckpointRecord, sort_key: str
+    ) -> bytes:
+        """The record's item data, its largest values moved to S3 until the item fits."""
+        self._offload(target, checkpoint_id, record.blobs)
+        while True:
+            data = record.encode(self.compress_min_bytes)
+            size = _item_size(target.thread_id, sort_key, data)
+            if size <= _ITEM_LIMIT:
+                return data
+            # Versions, metadata or references fill the item: move every value out too.
+            if not self._offload(target, checkpoint_id, record.blobs, 0):
+                raise CheckpointWriteError(
+                    target.thread_id,
+                    target.ns,
+                    target.what,
+                    f"its item would be {size:,} bytes with every value in S3, more than "
+                    f"DynamoDB holds ({ITEM_LIMIT_TEXT}): its metadata or channel versions "
+                    "are too large",
+                )
 
     def put(
         self,
@@ -1093,7 +1166,6 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             if entry and entry[0] == FULL and _SIDE_MIN_BYTES <= len(entry[2]) <= _ITEM_BUDGET:
                 code, side[channel] = codec.store(entry[1], entry[2], self.compress_min_bytes)
                 blobs[channel] = [SIDE, code]
-        self._offload(thread_id, ns, checkpoint_id, blobs)
         extra = {k: v for k, v in checkpoint.items() if k not in _CHECKPOINT_KEYS and v}
         # Unchanged from the parent's (the usual step): readers find it by walking parents,
         # which the read window holds anyway.
@@ -1136,7 +1208,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             diff=diff is not None,
         )
         sort_key = _prefix(ns) + checkpoint_id
-        data = record.encode(self.compress_min_bytes)
+        target = _Target(thread_id, ns, f"checkpoint {checkpoint_id!r}")
+        data = self._encode_record(target, checkpoint_id, record, sort_key)
         item = {_PK: {"S": thread_id}, _SK: {"S": sort_key}, _DATA: {"B": data}, **self._ttl_attr()}
         if side:
             # One request still: the checkpoint and its side items in one batch.
@@ -1412,7 +1485,6 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         batch: _WriteBatch,
     ) -> None:
         stored: builtins.list[StoredWrite] = []
-        total = 0
         for idx, (channel, value) in enumerate(writes):
             type_, data = self.serde.dumps_typed(value)
             stored.append(
@@ -1425,21 +1497,29 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     data=data,
                 )
             )
-            total += len(data)
         first_idx = stored[0].idx
-        for write in sorted(stored, key=lambda w: -len(w.data or b"")):
-            if total <= _ITEM_BUDGET:
-                break
-            assert write.data is not None
-            key = self._s3_key(thread_id, ns, checkpoint_id, f"w{SEP}{task_id}{SEP}{write.idx}")
-            self._s3_put(key, write.data)
-            total -= len(write.data)
-            write.data, write.s3_key = None, key
         suffix = f"{checkpoint_id}{SEP}{codec.task_key(task_id)}{SEP}{first_idx}"
         sort_key = _prefix(ns) + suffix
         for write in stored:
             write.sort_key = suffix
-        data = codec.encode_writes(task_path, stored, self.compress_min_bytes)
+        target = _Target(
+            thread_id, ns, f"the writes of task {task_id!r} to checkpoint {checkpoint_id!r}"
+        )
+        self._offload_writes(target, checkpoint_id, stored)
+        while True:
+            data = codec.encode_writes(task_path, stored, self.compress_min_bytes)
+            size = _item_size(thread_id, sort_key, data)
+            if size <= _ITEM_LIMIT:
+                break
+            # Many writes, each small: their keys and names fill the item; move them all.
+            if not self._offload_writes(target, checkpoint_id, stored, 0):
+                raise CheckpointWriteError(
+                    thread_id,
+                    ns,
+                    target.what,
+                    f"its item would be {size:,} bytes with every value in S3, more than "
+                    f"DynamoDB holds ({ITEM_LIMIT_TEXT}): {len(stored)} writes in one call",
+                )
         batch.writes = stored
         with self._lock:
             state = self._state.get((thread_id, ns))
@@ -1459,6 +1539,39 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             batch.ok = self._put_item(item, only_new=True)
         else:
             batch.ok = self._put_item(item)
+
+    def _offload_writes(
+        self,
+        target: _Target,
+        checkpoint_id: str,
+        stored: builtins.list[StoredWrite],
+        budget: int = _ITEM_BUDGET,
+    ) -> bool:
+        """Move the largest write values to S3 until the inline ones take at most ``budget``
+        bytes; True if any moved. The bytes stay in memory (append detection uses them)."""
+        inline = [w for w in stored if w.s3_key is None and w.data is not None]
+        total = sum(len(w.data or b"") for w in inline)
+        moved = False
+        for write in sorted(inline, key=lambda w: -len(w.data or b"")):
+            if total <= budget:
+                break
+            assert write.data is not None
+            # The content's digest in the key: a re-run task writing another value under the
+            # same (task, idx) loses the conditional put and must not overwrite the object
+            # the first write's item points at.
+            digest = hashlib.blake2b(write.data, digest_size=8).hexdigest()
+            key = self._s3_key(
+                target.thread_id,
+                target.ns,
+                checkpoint_id,
+                f"w{SEP}{write.task_id}{SEP}{write.idx}{SEP}{digest}",
+            )
+            part = f"the write to channel {write.channel!r} (index {write.idx})"
+            self._s3_put(target, part, key, write.data)
+            write.s3_key = key
+            total -= len(write.data)
+            moved = True
+        return moved
 
     def _remember(self, thread_id: str, ns: str, state: _ThreadState) -> None:
         """Keep ``state`` as the latest for (thread, ns); caller holds the lock."""
@@ -1617,7 +1730,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         record = CheckpointRecord.decode(data)
         changed = False
         for entry in record.blobs.values():
-            if entry[0] == S3_FULL:
+            if entry[0] in (S3_FULL, S3_TAIL):
                 entry[2] = moved(entry[2])
                 changed = True
         return record.encode(self.compress_min_bytes) if changed else data
@@ -1723,7 +1836,6 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 blobs[channel] = [EMPTY]
             else:
                 blobs[channel] = [FULL, codec.type_code(typed[0]), typed[1]]
-        self._offload(items.thread_id, items.ns, checkpoint_id + "-full", blobs)
         full = CheckpointRecord(
             parent=record.parent,
             ts=record.ts,
@@ -1736,11 +1848,14 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             blobs=blobs,
             extra=record.extra,
         )
+        sort_key = items.prefix + checkpoint_id
+        target = _Target(items.thread_id, items.ns, f"checkpoint {checkpoint_id!r} (in full)")
+        data = self._encode_record(target, checkpoint_id + "-full", full, sort_key)
         self._put_item(
             {
                 _PK: {"S": items.thread_id},
-                _SK: {"S": items.prefix + checkpoint_id},
-                _DATA: {"B": full.encode(self.compress_min_bytes)},
+                _SK: {"S": sort_key},
+                _DATA: {"B": data},
                 **self._ttl_attr(),
             }
         )
@@ -1772,7 +1887,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 keys.update(e[4] for e in entries if len(e) > 4)
             else:
                 record = CheckpointRecord.decode(data)
-                keys.update(e[2] for e in record.blobs.values() if e[0] == S3_FULL)
+                keys.update(e[2] for e in record.blobs.values() if e[0] in (S3_FULL, S3_TAIL))
         return keys
 
     # ------------------------------------------------------------ versions
