@@ -55,10 +55,15 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    interval = float(os.environ.get("LAMBDAGRAPH_LOCAL_HOUSEKEEPING_S", "30"))
-    stack = LocalStack(readable_logs=True, housekeeping_interval_s=interval)
+    # Timings (LAMBDAGRAPH_LOCAL_TIME_SCALE, ..._HOUSEKEEPING_S) and LAMBDAGRAPH_FAULTS are
+    # read and checked by the stack as it starts.
+    stack = LocalStack(readable_logs=True)
     try:
         stack.start()
+    except ValueError as exc:
+        # LocalConfigError / FaultConfigError: the message names the setting to fix.
+        log.error("could not start the local stack: %s", exc)
+        return 1
     except OSError as exc:
         log.error("could not start the local stack: %s (is LAMBDAGRAPH_PORT in use?)", exc)
         return 1

@@ -7,6 +7,10 @@ like API Gateway, answers 502 when the handler raises.
 
 Requests are served on threads; the handler itself runs in an execution environment that
 takes one event at a time (``infra.local.environments``).
+
+A few ``GET /_local/...`` paths belong to the local stack itself (``local_routes``, e.g.
+``/_local/faults``): the adapter answers them with JSON and they never reach the API
+handler; no such path exists on AWS.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +33,7 @@ from infra.local.lambda_context import ACCOUNT_ID
 log = logging.getLogger(__name__)
 
 Invoke = Callable[[dict[str, Any]], Any]
+LocalRoute = Callable[[], Any]
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 STAGE = "local"
@@ -41,8 +46,17 @@ class ApiGatewayServer:
     time per execution environment, as on Lambda).
     """
 
-    def __init__(self, invoke: Invoke, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        invoke: Invoke,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        local_routes: Mapping[str, LocalRoute] | None = None,
+    ) -> None:
         self._invoke = invoke
+        # GET path -> a callable whose result the adapter answers as JSON itself.
+        self.local_routes = dict(local_routes or {})
         self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -205,6 +219,10 @@ def _make_request_handler(server: ApiGatewayServer) -> type[BaseHTTPRequestHandl
             body = self._read_body()
             if body is None:
                 return
+            local = server.local_routes.get(urlsplit(self.path).path)
+            if local is not None and self.command == "GET":
+                self._send_json(HTTPStatus.OK, local())
+                return
             event = build_event(
                 method=self.command,
                 raw_path=self.path,
@@ -267,7 +285,7 @@ def _make_request_handler(server: ApiGatewayServer) -> type[BaseHTTPRequestHandl
                 {"detail": f"Request body over {MAX_BODY_BYTES} bytes"},
             )
 
-        def _send_json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
+        def _send_json(self, status: HTTPStatus, payload: Any) -> None:
             body = json.dumps(payload).encode("utf-8")
             self._send(int(status), [("Content-Type", "application/json")], body)
 

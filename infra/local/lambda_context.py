@@ -25,6 +25,11 @@ class LocalLambdaContext:
         self._deadline = time.monotonic() + self.timeout_s
 
     @property
+    def deadline(self) -> float:
+        """``time.monotonic()`` at which the function timeout strikes."""
+        return self._deadline
+
+    @property
     def invoked_function_arn(self) -> str:
         return f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{self.function_name}"
 

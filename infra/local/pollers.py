@@ -13,6 +13,13 @@ message before its batch finishes, so its steps stay back to back), and (2) one 
 kept for the top queue, as its own ``MaximumConcurrency`` does on AWS: a ``high`` step never
 waits for a ``low`` one to finish.
 
+Each invocation runs on its own thread and is given the step worker's function timeout, as
+on Lambda: one still running at the timeout is dead ("Task timed out after N seconds" is
+logged, and ``infra.local.invocations`` keeps its thread from making further AWS calls). A
+dead invocation — timed out, or crashed by fault injection — neither deletes nor releases its
+messages: they come back after the queue's visibility timeout, as on AWS. With
+``LAMBDAGRAPH_FAULTS=duplicate=p`` some messages are delivered twice (``infra.local.faults``).
+
 Records the handler reports in ``batchItemFailures`` stay on the queue and come back after
 a short visibility delay (on AWS they come back after the queue's visibility timeout, which
 is minutes; locally a quick retry is more useful). After ``maxReceiveCount`` receives moto
@@ -37,6 +44,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from infra.local.faults import FaultInjector
+from infra.local.invocations import Invocation, InvocationTimedOut, Outcome, run_invocation
 from infra.local.lambda_context import ACCOUNT_ID, LocalLambdaContext
 
 log = logging.getLogger(__name__)
@@ -88,6 +97,7 @@ class QueuePollers:
         peek: Peek | None = None,
         idle_sleep_s: float | None = None,
         reserved_for_top: int | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
         if not queues:
             raise ValueError("QueuePollers needs at least one queue")
@@ -105,6 +115,9 @@ class QueuePollers:
         self._timeout_s = timeout_s
         self._retry_delay_s = retry_delay_s
         self._peek = peek
+        self._faults = faults
+        # Threads delivering injected duplicates (joined on stop).
+        self._copies: list[threading.Thread] = []
         self._reserved = reserved if len(queues) > 1 else 0
         # With a peek an idle check costs microseconds; without one it is three HTTP calls.
         self._idle_sleep_s = idle_sleep_s if idle_sleep_s is not None else (0.005 if peek else 0.05)
@@ -133,6 +146,10 @@ class QueuePollers:
             self._dispatcher.join(timeout_s)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        with self._lock:
+            copies, self._copies = self._copies, []
+        for copy in copies:
+            copy.join(timeout_s)
 
     def pause(self) -> None:
         """Receive nothing until ``resume()`` (batches already handed out finish)."""
@@ -220,17 +237,73 @@ class QueuePollers:
             self._free.release()
 
     def _invoke(self, queue: PolledQueue, messages: list[dict[str, Any]]) -> None:
+        now_copies, later_copies = self._duplicates(messages)
+        if now_copies:
+            # SQS delivered it twice at once: a second invocation runs beside this one.
+            self._deliver_copy(queue, now_copies, delay_s=0.0)
+        started = time.perf_counter()
+        outcome = self._call(queue, messages)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if outcome.died:
+            # As on Lambda: a dead invocation neither deletes nor releases its messages; they
+            # come back when the queue's visibility timeout runs out.
+            self._report_death(queue, messages, outcome)
+        else:
+            self._settle(queue, messages, outcome, elapsed_ms)
+        if later_copies and self._faults is not None:
+            self._deliver_copy(queue, later_copies, delay_s=self._faults.later_delay_s())
+
+    def _call(self, queue: PolledQueue, messages: list[dict[str, Any]]) -> Outcome:
+        """One step worker invocation on ``messages``, killed at the function timeout."""
         event = {"Records": [sqs_record(message, queue.arn, self._region) for message in messages]}
         context = LocalLambdaContext(self._function_name, self._timeout_s, region=self._region)
-        started = time.perf_counter()
-        try:
-            result = self._handler(event, context)
-            failed = failed_message_ids(result, messages)
-        except Exception:
+        invocation = Invocation(
+            self._function_name,
+            context.aws_request_id,
+            context.deadline,
+            faults=self._faults,
+            crash_at=self._faults.plan_crash() if self._faults is not None else None,
+        )
+        outcome = run_invocation(
+            self._handler,
+            event,
+            context,
+            invocation,
+            thread_name=f"{self._function_name}-{queue.label}-{context.aws_request_id[:8]}",
+        )
+        if isinstance(outcome.killed, InvocationTimedOut):
+            # Lambda's own words, with the request id first as in its log stream.
+            log.error(
+                "%s Task timed out after %.2f seconds", context.aws_request_id, self._timeout_s
+            )
+        elif outcome.killed is not None:
+            log.warning(
+                "%s step worker died (%s); its %s batch comes back after the visibility timeout",
+                context.aws_request_id,
+                outcome.killed,
+                queue.label,
+            )
+        elif self._faults is not None:
+            self._faults.finished(invocation.calls)
+        return outcome
+
+    def _settle(
+        self,
+        queue: PolledQueue,
+        messages: list[dict[str, Any]],
+        outcome: Outcome,
+        elapsed_ms: float,
+    ) -> None:
+        if outcome.error is not None:
             # As on Lambda: a handler that raises fails the whole batch.
-            log.exception("step worker raised; the %s batch will be retried", queue.label)
+            log.error(
+                "step worker raised; the %s batch will be retried",
+                queue.label,
+                exc_info=outcome.error,
+            )
             failed = {message["MessageId"] for message in messages}
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        else:
+            failed = failed_message_ids(outcome.result, messages)
         done = [message for message in messages if message["MessageId"] not in failed]
         retry = [message for message in messages if message["MessageId"] in failed]
         self._delete(queue, done)
@@ -246,6 +319,67 @@ class QueuePollers:
                 elapsed_ms,
                 " -> failed, will be retried" if message in retry else "",
             )
+
+    def _report_death(
+        self, queue: PolledQueue, messages: list[dict[str, Any]], outcome: Outcome
+    ) -> None:
+        for message in messages:
+            log.warning(
+                "%s message %s%s left in flight: its invocation died",
+                queue.label,
+                message["MessageId"][:8],
+                _describe(message.get("Body", "")),
+            )
+
+    # --- duplicates (LAMBDAGRAPH_FAULTS=duplicate=p) ---------------------------------------
+
+    def _duplicates(
+        self, messages: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The messages to deliver a second time at once, and those to deliver again later."""
+        if self._faults is None:
+            return [], []
+        now: list[dict[str, Any]] = []
+        later: list[dict[str, Any]] = []
+        for message in messages:
+            when = self._faults.duplicate()
+            if when == "now":
+                now.append(message)
+            elif when == "later":
+                later.append(message)
+        return now, later
+
+    def _deliver_copy(
+        self, queue: PolledQueue, messages: list[dict[str, Any]], *, delay_s: float
+    ) -> None:
+        """Deliver ``messages`` again in an invocation of their own, outside the worker share.
+
+        A copy owns nothing on the queue: the first delivery deletes or releases the message,
+        the copy's outcome is only logged (as a duplicate delivery's would be on AWS, where
+        its delete finds the message gone).
+        """
+
+        def deliver() -> None:
+            if delay_s and self._stopping.wait(delay_s):
+                return
+            if self._faults is not None:
+                self._faults.count("duplicate", len(messages))
+            log.info(
+                "%s message %s%s delivered twice (injected duplicate%s)",
+                queue.label,
+                messages[0]["MessageId"][:8],
+                _describe(messages[0].get("Body", "")),
+                ", later" if delay_s else "",
+            )
+            outcome = self._call(queue, messages)
+            if outcome.error is not None:
+                log.warning("the duplicate delivery raised", exc_info=outcome.error)
+
+        thread = threading.Thread(target=deliver, name=f"duplicate-{queue.label}", daemon=True)
+        with self._lock:
+            self._copies = [t for t in self._copies if t.is_alive()]
+            self._copies.append(thread)
+        thread.start()
 
     def _delete(self, queue: PolledQueue, messages: list[dict[str, Any]]) -> None:
         if not messages:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +60,14 @@ def dlq_name(spec: QueueSpec) -> str:
     return f"{local_name(spec.logical_id)}-dlq"
 
 
-def create_resources(endpoint_url: str, region: str) -> CreatedResources:
-    """Create every table, bucket and queue (each with its DLQ) on moto; idempotent."""
+def create_resources(
+    endpoint_url: str, region: str, *, visibility_timeouts: Mapping[str, int] | None = None
+) -> CreatedResources:
+    """Create every table, bucket and queue (each with its DLQ) on moto; idempotent.
+
+    ``visibility_timeouts`` (by logical id) replaces a queue spec's visibility timeout: the
+    local stack's time scale applies to the step queues.
+    """
     session = boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
     )
@@ -78,7 +84,8 @@ def create_resources(endpoint_url: str, region: str) -> CreatedResources:
             name = _create_bucket(s3, spec, region)
             _set_env(env, spec.env_var, name)
         else:
-            queue = _create_queue(sqs, spec)
+            visibility = (visibility_timeouts or {}).get(spec.logical_id)
+            queue = _create_queue(sqs, spec, visibility)
             queues[queue.name] = queue
             _set_env(env, spec.env_var, queue.url)
             if spec.dlq_env_var:
@@ -122,7 +129,7 @@ def _create_bucket(s3: Any, spec: BucketSpec, region: str) -> str:
     return name
 
 
-def _create_queue(sqs: Any, spec: QueueSpec) -> CreatedQueue:
+def _create_queue(sqs: Any, spec: QueueSpec, visibility_timeout_s: int | None) -> CreatedQueue:
     retention = str(spec.retention_s)
     dlq_url = sqs.create_queue(
         QueueName=dlq_name(spec), Attributes={"MessageRetentionPeriod": retention}
@@ -133,7 +140,9 @@ def _create_queue(sqs: Any, spec: QueueSpec) -> CreatedQueue:
     url = sqs.create_queue(
         QueueName=name,
         Attributes={
-            "VisibilityTimeout": str(spec.visibility_timeout_s),
+            "VisibilityTimeout": str(
+                spec.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
+            ),
             "MessageRetentionPeriod": retention,
             "RedrivePolicy": json.dumps(redrive),
         },

@@ -6,8 +6,13 @@ benchmarks start in-process::
     with LocalStack(port=0) as stack:
         client = get_sync_client(url=stack.url)
 
-Start-up order matters: the environment (moto endpoint, resource names) is set before the
-handler modules are imported, because functions read their settings once.
+Start-up order matters: the environment (moto endpoint, resource names, the lease) is set
+and the botocore hook installed before the handler modules are imported, because functions
+read their settings once and their boto3 clients copy the hooks present when they are made.
+
+Timings follow the deployed ones (``infra.local.timings``; ``LAMBDAGRAPH_LOCAL_TIME_SCALE``
+makes them faster), and ``LAMBDAGRAPH_FAULTS`` injects crashes, duplicate deliveries and
+throttling (``infra.local.faults``), counted at ``GET /_local/faults``.
 """
 
 from __future__ import annotations
@@ -38,9 +43,19 @@ from functions.resources import (
 )
 from infra.local.api_gateway import ApiGatewayServer
 from infra.local.environments import EnvironmentPool, load_handler_path
+from infra.local.faults import (
+    FAULT_NAMES,
+    FAULTS_ENV,
+    SEED_ENV,
+    FaultConfig,
+    FaultInjector,
+    parse_seed,
+)
+from infra.local.invocations import Invocation, install_aws_call_hook, run_invocation
 from infra.local.lambda_context import ACCOUNT_ID, LocalLambdaContext
 from infra.local.pollers import PolledQueue, QueuePollers, moto_peek
 from infra.local.resources import CreatedResources, create_resources
+from infra.local.timings import LEASE_ENV, LocalTimings, local_timings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +63,7 @@ Handler = Callable[[dict[str, Any], Any], Any]
 
 DEFAULT_PORT = 8000
 REGION = "us-east-1"
+FAULTS_PATH = "/_local/faults"
 
 # Set for the handlers unless the user chose otherwise (traces need an X-Ray daemon,
 # EMF metrics are noise on a terminal).
@@ -84,7 +100,7 @@ class LocalStack:
         moto_port: int | None = None,
         host: str = "127.0.0.1",
         workers: int | None = None,
-        housekeeping_interval_s: float = 30.0,
+        housekeeping_interval_s: float | None = None,
         retry_delay_s: int = 1,
         api_handler: Handler | None = None,
         step_handler: Handler | None = None,
@@ -92,7 +108,16 @@ class LocalStack:
         readable_logs: bool = False,
         api_environments: int | None = None,
         api_handler_path: str | None = None,
+        time_scale: float | None = None,
+        faults: str | FaultConfig | None = None,
+        fault_seed: int | None = None,
     ) -> None:
+        """Options left None come from the environment (see docs/local-stack.md).
+
+        ``housekeeping_interval_s`` (0 = off), ``time_scale`` and ``faults`` override
+        ``LAMBDAGRAPH_LOCAL_HOUSEKEEPING_S``, ``LAMBDAGRAPH_LOCAL_TIME_SCALE`` and
+        ``LAMBDAGRAPH_FAULTS``; they are read and checked when the stack starts.
+        """
         self._host = host
         self._port = port if port is not None else _env_int("LAMBDAGRAPH_PORT", DEFAULT_PORT)
         self._moto_port = (
@@ -101,6 +126,11 @@ class LocalStack:
         # A few workers: they share one interpreter, so more add contention, not speed.
         self._workers = workers if workers is not None else _env_int("LAMBDAGRAPH_LOCAL_WORKERS", 3)
         self._housekeeping_interval_s = housekeeping_interval_s
+        self._time_scale = time_scale
+        self._fault_option = faults
+        self._fault_seed = fault_seed
+        self._faults: FaultInjector | None = None
+        self.timings: LocalTimings | None = None
         self._retry_delay_s = retry_delay_s
         self._handlers = {
             "api": api_handler,
@@ -139,6 +169,8 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         self._stopping.clear()
+        # Settings first: a stack that would not behave like AWS does not start at all.
+        timings = self._configure()
         # moto's request log would drown the stack's own; its errors still show.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._moto = ThreadedMotoServer(ip_address=self._host, port=self._moto_port, verbose=False)
@@ -146,15 +178,27 @@ class LocalStack:
         moto_host, moto_port = self._moto.get_host_and_port()
         self.moto_url = f"http://{moto_host}:{moto_port}"
         self._set_env(self._aws_env())
-        self.resources = create_resources(self.moto_url, REGION)
+        # Before any handler exists: its clients copy the hooks present when they are created.
+        install_aws_call_hook()
+        self.resources = create_resources(
+            self.moto_url,
+            REGION,
+            visibility_timeouts={
+                spec.logical_id: timings.visibility_timeout_s for spec in STEP_QUEUES.values()
+            },
+        )
         self._set_env(self.resources.env)
+        if not timings.lease_from_env:
+            self._set_env({LEASE_ENV: f"{timings.steps.lease_s:g}"})
         self._refresh_settings()
 
         api_path = self._api_handler_path or API_FUNCTION.handler
         api = self._handlers["api"] or load_handler_path(api_path)
         step = self._handlers["step"] or load_handler(STEP_WORKER_FUNCTION)
         housekeeping = self._handlers["housekeeping"]
-        if housekeeping is None and self._housekeeping_interval_s > 0:
+        if timings.housekeeping_every_s <= 0:
+            housekeeping = None
+        elif housekeeping is None:
             housekeeping = load_handler(HOUSEKEEPING_FUNCTION)
         if self._readable_logs:
             from infra.local.logs import use_readable_powertools_logs
@@ -168,9 +212,10 @@ class LocalStack:
             region=REGION,
             workers=self._workers,
             function_name=local_name(STEP_WORKER_FUNCTION.logical_id),
-            timeout_s=STEP_WORKER_FUNCTION.timeout_s,
+            timeout_s=timings.steps.function_timeout_s,
             retry_delay_s=self._retry_delay_s,
             peek=moto_peek(REGION),
+            faults=self._faults,
         )
         self._pollers.start()
         self._environments = EnvironmentPool(
@@ -183,16 +228,56 @@ class LocalStack:
             region=REGION,
             readable_logs=self._readable_logs,
         )
-        self._api = ApiGatewayServer(self._environments.invoke, host=self._host, port=self._port)
+        self._api = ApiGatewayServer(
+            self._environments.invoke,
+            host=self._host,
+            port=self._port,
+            local_routes={FAULTS_PATH: self.fault_counts},
+        )
         self._api.start()
         if housekeeping is not None:
             self._housekeeping = threading.Thread(
                 target=self._run_housekeeping,
-                args=(housekeeping,),
+                args=(housekeeping, timings.housekeeping_every_s),
                 name="housekeeping",
                 daemon=True,
             )
             self._housekeeping.start()
+
+    def _configure(self) -> LocalTimings:
+        """Read and check the timings and faults; LocalConfigError / FaultConfigError if wrong."""
+        timings = local_timings(
+            self._time_scale, housekeeping_every_s=self._housekeeping_interval_s
+        )
+        timings.check()
+        option = self._fault_option
+        config = (
+            option
+            if isinstance(option, FaultConfig)
+            else FaultConfig.parse(os.environ.get(FAULTS_ENV) if option is None else option)
+        )
+        seed = (
+            self._fault_seed
+            if self._fault_seed is not None
+            else parse_seed(os.environ.get(SEED_ENV))
+        )
+        self._faults = FaultInjector(config, seed=seed) if config else None
+        self.timings = timings
+        log.info("%s", timings.describe())
+        if config:
+            log.warning(
+                "fault injection is ON (%s): %s; counts at GET %s",
+                FAULTS_ENV,
+                config.describe(),
+                FAULTS_PATH,
+            )
+        return timings
+
+    def fault_counts(self) -> dict[str, int]:
+        """Faults injected so far (``GET /_local/faults``); all 0 when injection is off."""
+        if self._faults is None:
+            return dict.fromkeys(FAULT_NAMES, 0)
+        return self._faults.counts()
 
     def stop(self) -> None:
         """Stop taking requests, finish the steps in progress, stop moto, restore the environment."""
@@ -328,19 +413,31 @@ class LocalStack:
 
         get_settings.cache_clear()
 
-    def _run_housekeeping(self, handler: Handler) -> None:
+    def _run_housekeeping(self, handler: Handler, interval_s: float) -> None:
         function_name = local_name(HOUSEKEEPING_FUNCTION.logical_id)
-        while not self._stopping.wait(self._housekeeping_interval_s):
+        while not self._stopping.wait(interval_s):
             context = LocalLambdaContext(
                 function_name, HOUSEKEEPING_FUNCTION.timeout_s, region=REGION
             )
-            try:
-                result = handler(scheduled_event(), context)
-            except Exception:
+            # Its AWS calls are throttled like the worker's (it is not crashed: crashes are
+            # about steps), and it is stopped at its own function timeout.
+            invocation = Invocation(
+                function_name, context.aws_request_id, context.deadline, faults=self._faults
+            )
+            outcome = run_invocation(
+                handler, scheduled_event(), context, invocation, thread_name=function_name
+            )
+            if outcome.died:
+                log.error(
+                    "%s Task timed out after %.2f seconds",
+                    context.aws_request_id,
+                    HOUSEKEEPING_FUNCTION.timeout_s,
+                )
+            elif outcome.error is not None:
                 # As a scheduled Lambda would: report the failure, run again next time.
-                log.exception("housekeeping failed")
-                continue
-            log.debug("housekeeping: %s", result)
+                log.error("housekeeping failed", exc_info=outcome.error)
+            else:
+                log.debug("housekeeping: %s", outcome.result)
 
 
 def scheduled_event() -> dict[str, Any]:
