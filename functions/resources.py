@@ -248,6 +248,9 @@ LOG_RETENTION_DAYS = 30
 METRIC_STEP_DURATION = "StepDuration"  # milliseconds, one per superstep
 METRIC_QUEUE_WAIT = "QueueWait"  # milliseconds from enqueue to step start
 METRIC_STEPS = "Steps"  # count, one per superstep executed
+# count, one per step attempt that failed outside a node (retried, or ending the run): what a
+# bad release of the shared code asset produces first (a canary alarm reads it)
+METRIC_STEP_FAILURES = "StepFailures"
 RUN_FINAL_STATUSES: tuple[str, ...] = ("success", "error", "timeout", "interrupted")
 
 

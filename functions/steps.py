@@ -37,6 +37,7 @@ from functions.errors import InfrastructureError, NotFoundError
 from functions.executor import StepResult, run_superstep, thread_config
 from functions.graph_loader import load_graph
 from functions.queues import StepMessage
+from functions.resources import METRIC_STEP_FAILURES
 from functions.runs import RunService
 from functions.store import Claim, RunRecord
 
@@ -172,6 +173,7 @@ class StepWorker:
         except Exception as exc:
             # The step failed outside the graph's nodes (AWS, an unreadable checkpoint, a
             # failing rollback): retried, as many times as the run allows.
+            metrics.add_metric(name=METRIC_STEP_FAILURES, unit=MetricUnit.Count, value=1)
             run = claim.run
             if claim.attempt >= self.settings.max_step_attempts:
                 logger.error("step failed on its last attempt; the run ends", exc_info=exc)
