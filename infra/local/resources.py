@@ -131,25 +131,41 @@ def _create_bucket(s3: Any, spec: BucketSpec, region: str) -> str:
 
 def _create_queue(sqs: Any, spec: QueueSpec, visibility_timeout_s: int | None) -> CreatedQueue:
     retention = str(spec.retention_s)
-    dlq_url = sqs.create_queue(
-        QueueName=dlq_name(spec), Attributes={"MessageRetentionPeriod": retention}
-    )["QueueUrl"]
+    dlq_url = _fresh_queue(sqs, dlq_name(spec), {"MessageRetentionPeriod": retention})
     dlq_arn = _queue_arn(sqs, dlq_url)
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receive_count}
     name = local_name(spec.logical_id)
-    url = sqs.create_queue(
-        QueueName=name,
-        Attributes={
-            "VisibilityTimeout": str(
-                spec.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
-            ),
+    visibility = spec.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
+    url = _fresh_queue(
+        sqs,
+        name,
+        {
+            "VisibilityTimeout": str(visibility),
             "MessageRetentionPeriod": retention,
             "RedrivePolicy": json.dumps(redrive),
         },
-    )["QueueUrl"]
+    )
     return CreatedQueue(
         spec=spec, name=name, url=url, arn=_queue_arn(sqs, url), dlq_url=dlq_url, dlq_arn=dlq_arn
     )
+
+
+def _fresh_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    """An empty queue ``name`` with ``attributes``.
+
+    moto keeps one backend per process, so a stack started after another in the same process
+    (tests, benchmarks) finds the earlier stack's queues, with its attributes (the time scale
+    may differ) and its messages. The queue is made anew instead: moto, unlike SQS, allows
+    that at once (PurgeQueue it allows once a minute).
+    """
+    try:
+        url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    except sqs.exceptions.QueueDoesNotExist:
+        url = ""
+    if url:
+        log.debug("queue %s exists: making it anew", name)
+        sqs.delete_queue(QueueUrl=url)
+    return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
 
 
 def _queue_arn(sqs: Any, url: str) -> str:
