@@ -1,0 +1,99 @@
+"""Runs through the real engine on ``python -m infra.local`` with faults injected.
+
+``LAMBDAGRAPH_FAULTS`` crashes step worker invocations, delivers step messages twice and
+throttles AWS calls; the time scale brings crashed steps back within seconds. The runs must
+still finish. How exactly each run fares (steps run twice, extra checkpoints) is measured by
+``python -m bench faults``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infra.local.stack import wait_until_ok
+
+from .conftest import REPO, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("local-faults")]
+
+# At this scale: function timeout 2 s, lease 2.4 s, visibility 12 s, housekeeping every 2 s.
+TIME_SCALE = "150"
+FAULTS = "crash=0.5,duplicate=0.5,throttle=0.1"
+RUNS = 8
+ACTIVE = ("pending", "running")
+
+
+@pytest.fixture(scope="module")
+def faulty_stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "LAMBDAGRAPH_PORT": str(port),
+        "LAMBDAGRAPH_MOTO_PORT": "0",
+        "LAMBDAGRAPH_FAULTS": FAULTS,
+        "LAMBDAGRAPH_LOCAL_TIME_SCALE": TIME_SCALE,
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("LAMBDAGRAPH_API_KEYS", "LAMBDAGRAPH_LEASE_S", "LAMBDAGRAPH_LOCAL_HOUSEKEEPING_S"):
+        env.pop(name, None)
+    log_path: Path = tmp_path_factory.mktemp("faults") / "local-stack.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "infra.local"],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            try:
+                wait_until_ok(url, timeout_s=60)
+            except TimeoutError:
+                pytest.fail(f"local stack did not start; its log:\n{log_path.read_text()}")
+            yield url
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def test_runs_finish_while_steps_crash_repeat_and_get_throttled(faulty_stack_url: str) -> None:
+    from langgraph_sdk import get_sync_client
+
+    # GIVEN the stack injecting crashes, duplicate deliveries and throttling
+    client = get_sync_client(url=faulty_stack_url, api_key=None, timeout=30)
+    before = httpx.get(f"{faulty_stack_url}/_local/faults").json()
+
+    # WHEN several support runs are started at once and waited for
+    runs = []
+    for n in range(RUNS):
+        thread = client.threads.create()
+        text = f"I was charged twice for order {n}"
+        run = client.runs.create(
+            thread["thread_id"], "support", input={"messages": [{"role": "user", "content": text}]}
+        )
+        runs.append((thread["thread_id"], run["run_id"]))
+    statuses: dict[str, str] = {}
+    # (a bound for the wait, not an assertion: crashed steps come back within seconds)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        statuses = {run_id: client.runs.get(tid, run_id)["status"] for tid, run_id in runs}
+        if not any(status in ACTIVE for status in statuses.values()):
+            break
+        time.sleep(0.5)
+    after = httpx.get(f"{faulty_stack_url}/_local/faults").json()
+
+    # THEN faults of every kind were injected, and every run still ended in success
+    assert before == {"crash": 0, "duplicate": 0, "throttle": 0}
+    assert after["crash"] > 0
+    assert after["duplicate"] > 0
+    assert after["throttle"] > 0
+    assert sorted(statuses.values()) == ["success"] * RUNS, statuses
