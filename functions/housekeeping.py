@@ -24,30 +24,35 @@ from aws_lambda_powertools.metrics import MetricUnit
 from functions import clock
 from functions.queues import StepMessage
 from functions.runs import RunService
-from functions.store import RunRecord
+from functions.store import LEASE_SHARDS, RunRecord
 
 logger = Logger(child=True)
 metrics = Metrics()
 
 PAGE_SIZE = 100
-MAX_PAGES = 20
+# Pages read per lease shard and pass: 10 shards x 5 pages x 100 = 5,000 runs a pass at most;
+# a larger backlog is worked through over the next passes.
+MAX_PAGES_PER_SHARD = 5
 
 
 def requeue_expired(runs: RunService, now: float | None = None) -> int:
-    """Recover every run whose deadline passed (up to ``MAX_PAGES`` pages); how many."""
+    """Recover every run whose deadline passed (bounded per pass); how many."""
     now = clock.now() if now is None else now
     recovered = 0
-    start_key = None
-    for _ in range(MAX_PAGES):
-        expired, start_key = runs.store.expired_leases(now, limit=PAGE_SIZE, start_key=start_key)
-        for run in expired:
-            try:
-                recovered += int(_recover(runs, run, now))
-            except Exception:
-                # One run's trouble must not stop the others; it is retried next pass.
-                logger.exception("could not recover a run", extra={"run_id": run.run_id})
-        if not start_key:
-            break
+    for shard in range(LEASE_SHARDS):
+        start_key = None
+        for _ in range(MAX_PAGES_PER_SHARD):
+            expired, start_key = runs.store.expired_leases(
+                now, shard, limit=PAGE_SIZE, start_key=start_key
+            )
+            for run in expired:
+                try:
+                    recovered += int(_recover(runs, run, now))
+                except Exception:
+                    # One run's trouble must not stop the others; it is retried next pass.
+                    logger.exception("could not recover a run", extra={"run_id": run.run_id})
+            if not start_key:
+                break
     if recovered:
         metrics.add_metric(name="RunsRequeued", unit=MetricUnit.Count, value=recovered)
     return recovered

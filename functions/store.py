@@ -5,7 +5,7 @@ Layout (one table, ``pk``/``sk`` strings, GSI ``gsi1`` on ``gsi1pk``/``gsi1sk``)
 | item   | pk              | sk            | gsi1pk              | gsi1sk                    |
 |--------|-----------------|---------------|---------------------|---------------------------|
 | thread | ``THREAD#<tid>``| ``THREAD``    | ``TENANT#<tenant>`` | ``<created_at>#<tid>``    |
-| run    | ``THREAD#<tid>``| ``RUN#<rid>`` | ``LEASE`` until its ending is done | ``<lease_until>#<rid>`` |
+| run    | ``THREAD#<tid>``| ``RUN#<rid>`` | ``LEASE#<shard>`` until its ending is done | ``<lease_until>#<rid>`` |
 | api key| ``APIKEY#<sha256>`` | ``APIKEY`` |                     |                           |
 
 Run ids are time-ordered (uuid6), so a thread's runs come back oldest first.
@@ -18,7 +18,7 @@ message), ``claims_base`` is its value when the current step began: their differ
 often the current step has been attempted.
 
 A run's ending is recorded in one write: the final status together with ``ending``, the list
-of effects still to do (see ``functions.runs``). The run stays in the ``LEASE`` partition of
+of effects still to do (see ``functions.runs``). The run stays in its ``LEASE#<n>`` partition of
 the GSI until its ending is done, so housekeeping finds an ending that was left unfinished.
 A handover of a thread between runs (acquire the thread, make the run startable) is one
 transaction, never two writes with a gap between them.
@@ -30,6 +30,7 @@ their TTL that DynamoDB has not removed yet. AWS errors are wrapped into
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,9 @@ from functions.resources import Priority
 
 ACTIVE_RUN_STATUSES = ("pending", "running")
 LEASE_PARTITION = "LEASE"
+# Active runs spread over this many lease-index partitions (``LEASE#<n>``): every step moves
+# its run's index entry, and one partition key takes ~1,000 writes/s before it throttles.
+LEASE_SHARDS = 10
 # A DynamoDB item is at most 400 KB; values larger than this are not copied onto records
 # (they stay in the checkpointer and are read from there).
 _MAX_VALUES_BYTES = 300_000
@@ -65,6 +69,12 @@ def now_iso() -> str:
 
 def _lease_sk(lease_until: float, run_id: str) -> str:
     return f"{lease_until:016.3f}#{run_id}"
+
+
+def lease_partition(run_id: str) -> str:
+    """The lease-index partition of a run (stable: derived from its id)."""
+    digest = hashlib.sha256(run_id.encode()).digest()
+    return f"{LEASE_PARTITION}#{int.from_bytes(digest[:4], 'big') % LEASE_SHARDS}"
 
 
 def _thread_pk(thread_id: str) -> str:
@@ -663,7 +673,7 @@ class Store:
         }
         if run.lease_until is not None:
             item["lease_until"] = _decimal(run.lease_until)
-            item["gsi1pk"] = LEASE_PARTITION
+            item["gsi1pk"] = lease_partition(run.run_id)
             item["gsi1sk"] = _lease_sk(run.lease_until, run.run_id)
         if run.checkpoint_id:
             item["checkpoint_id"] = run.checkpoint_id
@@ -762,7 +772,7 @@ class Store:
                 ":t": True,
                 ":pending": "pending",
                 ":l": _decimal(lease_until),
-                ":gp": LEASE_PARTITION,
+                ":gp": lease_partition(run_id),
                 ":gs": _lease_sk(lease_until, run_id),
                 ":u": now_iso(),
             },
@@ -796,13 +806,18 @@ class Store:
         self._call(self._table.delete_item, Key=_run_key(thread_id, run_id))
 
     def expired_leases(
-        self, now: float, *, limit: int = 100, start_key: dict[str, Any] | None = None
+        self,
+        now: float,
+        shard: int,
+        *,
+        limit: int = 100,
+        start_key: dict[str, Any] | None = None,
     ) -> tuple[list[RunRecord], dict[str, Any] | None]:
-        """Runs whose lease expired before ``now``, oldest first, one page: (runs, the key to
-        continue from or None)."""
+        """Runs of lease shard ``shard`` whose deadline passed before ``now``, oldest first,
+        one page: (runs, the key to continue from or None)."""
         kwargs: dict[str, Any] = {
             "IndexName": "gsi1",
-            "KeyConditionExpression": Key("gsi1pk").eq(LEASE_PARTITION)
+            "KeyConditionExpression": Key("gsi1pk").eq(f"{LEASE_PARTITION}#{shard}")
             & Key("gsi1sk").lt(f"{now:016.3f}"),
             "Limit": limit,
         }
@@ -844,7 +859,7 @@ class Store:
                 ":now": _decimal(now),
                 ":f": False,
                 ":u": now_iso(),
-                ":gp": LEASE_PARTITION,
+                ":gp": lease_partition(run_id),
                 ":gs": _lease_sk(lease_until, run_id),
                 ":tok": token,
                 ":one": 1,
@@ -1032,7 +1047,7 @@ class Store:
             ":u": now_iso(),
             ":end": ending.to_json(),
             ":l": _decimal(recheck_at),
-            ":gp": LEASE_PARTITION,
+            ":gp": lease_partition(run.run_id),
             ":gs": _lease_sk(recheck_at, run.run_id),
         }
         if error is not None:

@@ -663,3 +663,22 @@ def test_a_run_ending_records_the_outcome_with_what_remains_to_be_done(stack: St
     assert ended.ending is not None
     assert ended.ending.effects == ["thread", "next"]
     assert ended.lease_until is not None
+
+
+def test_housekeeping_pages_through_a_backlog_larger_than_one_page(
+    stack: Stack, fake_clock: FakeClock
+) -> None:
+    # GIVEN 130 runs whose first step message was lost (more than one 100-item page)
+    runs = []
+    for _ in range(130):
+        thread_id = stack.create_thread()
+        runs.append((thread_id, stack.start_run(thread_id, input=BILLING)["run_id"]))
+    stack.sqs.purge_queue(QueueUrl=stack.queue_urls["normal"])
+
+    # WHEN one housekeeping pass runs after their deadline
+    fake_clock.advance(stack.settings.lease_s + 1)
+    result = stack.housekeeping()
+
+    # THEN every one of them was re-sent, across the lease index's shards
+    assert result == {"requeued": 130}
+    assert stack.housekeeping() == {"requeued": 0}
