@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from infra.local.stack import LocalStack, wait_until_ok
+from tests.conftest import scan_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,3 +122,5 @@ def local_stack_url() -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(30)
+            # The stack's own log is log output of the suite too: no secret may be in it.
+            scan_text(log_path.read_text(errors="replace"), f"local stack log {log_path.name}")

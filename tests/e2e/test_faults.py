@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from infra.local.stack import wait_until_ok
+from tests.conftest import scan_text
 
 from .conftest import REPO, free_port
 
@@ -63,6 +64,7 @@ def faulty_stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(30)
+            scan_text(log_path.read_text(errors="replace"), "local stack log (faults)")
 
 
 def test_runs_finish_while_steps_crash_repeat_and_get_throttled(faulty_stack_url: str) -> None:
@@ -91,9 +93,9 @@ def test_runs_finish_while_steps_crash_repeat_and_get_throttled(faulty_stack_url
         time.sleep(0.5)
     after = httpx.get(f"{faulty_stack_url}/_local/faults").json()
 
-    # THEN faults of every kind were injected, and every run still ended in success
-    assert before == {"crash": 0, "duplicate": 0, "throttle": 0}
-    assert after["crash"] > 0
-    assert after["duplicate"] > 0
-    assert after["throttle"] > 0
+    # THEN faults of every kind were injected meanwhile (housekeeping's calls may have been
+    # throttled before), and every run still ended in success
+    assert after["crash"] > before["crash"]
+    assert after["duplicate"] > before["duplicate"]
+    assert after["throttle"] > before["throttle"]
     assert sorted(statuses.values()) == ["success"] * RUNS, statuses
