@@ -21,6 +21,7 @@ Exactly-once in effect under at-least-once delivery:
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -102,7 +103,12 @@ class _Heartbeat:
         self._stop = threading.Event()
         settings = worker.settings
         self._every = settings.heartbeat_s or settings.lease_s / 3
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        # The beat runs in the invocation's context: whatever is scoped to the invocation
+        # (the local stack's deadline, a test's fault injection) applies to it too.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._beat,), name="heartbeat", daemon=True
+        )
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
