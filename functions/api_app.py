@@ -14,13 +14,14 @@ from re import Match
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from functions.api_responses import declare_responses
 from functions.errors import InfrastructureError, LambdagraphError
@@ -35,10 +36,17 @@ from functions.models import (
     ThreadPatch,
     ThreadSearch,
 )
+from functions.resources import (
+    METRIC_API_SERVER_ERRORS,
+    METRIC_VERSION_DIMENSION,
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+)
 from functions.runs import RunService
 from functions.threads import ThreadService
 
 logger = Logger(child=True)
+metrics = Metrics()
 
 # Ids in paths: thread ids are at most 200 characters when created (ThreadCreate), and a
 # longer id would break DynamoDB's key size limits; a longer one is a 422, never a 5xx.
@@ -119,16 +127,43 @@ def _unsupported_content(exc: RequestUnsupportedContentType) -> Response[Any]:
     return detail_response(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
 
 
-def _infrastructure_error(exc: InfrastructureError) -> Response[Any]:
+def count_server_error(context: Any) -> None:
+    """Count a 5xx answer: in total, and for the function version that gave it.
+
+    Lambda's own ``Errors`` stays 0 for an answered 500, so this is what a canary release
+    of a broken API shows first (its alarm reads the new version's count, see
+    infra/constructs/monitoring.py). The per-version count is flushed at once, with its
+    own dimensions; the total goes out with the invocation's other metrics.
+    """
+    metrics.add_metric(name=METRIC_API_SERVER_ERRORS, unit=MetricUnit.Count, value=1)
+    version = str(getattr(context, "function_version", None) or "$LATEST")
+    with single_metric(
+        name=METRIC_API_SERVER_ERRORS,
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=METRICS_NAMESPACE,
+        default_dimensions={"service": SERVICE_NAME, METRIC_VERSION_DIMENSION: version},
+    ):
+        pass
+
+
+def unavailable_response(context: Any) -> Response[Any]:
+    """503 for an AWS failure (throttling, timeouts, a missing permission): retry later."""
     logger.exception("infrastructure error")
+    count_server_error(context)
     return detail_response(
         HTTPStatus.SERVICE_UNAVAILABLE, "Temporarily unavailable; retry shortly."
     )
 
 
+def _infrastructure_error(exc: InfrastructureError) -> Response[Any]:
+    return unavailable_response(current_app().lambda_context)
+
+
 def _unexpected_error(exc: Exception) -> Response[Any]:
     # A bug on our side: log it with the traceback, answer without leaking internals.
     logger.exception("unhandled error")
+    count_server_error(current_app().lambda_context)
     return detail_response(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error; it has been logged.")
 
 

@@ -102,6 +102,8 @@ class FunctionSpec:
     timeout_s: int
     memory_mb: int
     env: tuple[str, ...] = field(default_factory=tuple)
+    # Concurrency reserved for the function on AWS (None = the account's shared pool).
+    reserved_concurrency: int | None = None
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -133,12 +135,31 @@ STEP_WORKER_TIMEOUT_S = 300
 # step over can never run it twice. The heartbeat extends it while a long node runs.
 STEP_LEASE_S = STEP_WORKER_TIMEOUT_S + 60
 
-API_FUNCTION = FunctionSpec("Api", "functions.handlers.api.handler", timeout_s=29, memory_mb=1024)
-STEP_WORKER_FUNCTION = FunctionSpec(
-    "StepWorker",
-    "functions.handlers.step_worker.handler",
-    timeout_s=STEP_WORKER_TIMEOUT_S,
-    memory_mb=1024,
+# --- the API's 29-second wall --------------------------------------------------------------
+#
+# API Gateway (REST) gives up on an integration after 29 s and answers 504, whatever the
+# function does afterwards. A cold ``runs/wait`` spends, in order: the container's init
+# (imports, clients: not counted in the function timeout), creating the run, the join's wait,
+# then loading the graph and reading the state it answers with. Each part gets a budget here
+# and the join waits only for what is left, so the whole request answers before the wall
+# with the run as it is (``make bench``'s bench.coldstart measures the init).
+API_GATEWAY_TIMEOUT_S = 29
+# Init of a cold API container on Lambda (arm64, 1 GB, bytecode shipped), with margin.
+API_COLD_START_S = 5
+# Creating the run before the join, loading the graph and reading the state after it.
+API_REQUEST_WORK_S = 3
+# Network between API Gateway and Lambda, clock skew: never cut it fine.
+API_MARGIN_S = 1
+# The function dies before the gateway gives up on it, even after a slow init.
+API_FUNCTION_TIMEOUT_S = API_GATEWAY_TIMEOUT_S - API_COLD_START_S - API_MARGIN_S
+# How long join / runs/wait block before answering with the run as it is.
+API_JOIN_TIMEOUT_S = API_FUNCTION_TIMEOUT_S - API_REQUEST_WORK_S - API_MARGIN_S
+# How often the join re-reads the run (one strongly consistent GetItem each, see the cost
+# model in docs/deploy.md): 0.25 s adds at most that to a wait's answer.
+API_JOIN_POLL_S = 0.25
+
+API_FUNCTION = FunctionSpec(
+    "Api", "functions.handlers.api.handler", timeout_s=API_FUNCTION_TIMEOUT_S, memory_mb=1024
 )
 HOUSEKEEPING_FUNCTION = FunctionSpec(
     "Housekeeping", "functions.handlers.housekeeping.handler", timeout_s=120, memory_mb=512
@@ -174,6 +195,21 @@ STEP_QUEUES: dict[Priority, QueueSpec] = {
 }
 
 
+# The worker's own concurrency: every queue's MaximumConcurrency at once, so a burst of API
+# waits (each holding an execution for up to API_JOIN_TIMEOUT_S) cannot take it from the worker
+# and throttled batches never count toward a DLQ. The account needs this much plus 100
+# unreserved (docs/deploy.md, first deploy checklist).
+STEP_WORKER_RESERVED_CONCURRENCY = sum(spec.max_concurrency or 0 for spec in STEP_QUEUES.values())
+
+STEP_WORKER_FUNCTION = FunctionSpec(
+    "StepWorker",
+    "functions.handlers.step_worker.handler",
+    timeout_s=STEP_WORKER_TIMEOUT_S,
+    memory_mb=1024,
+    reserved_concurrency=STEP_WORKER_RESERVED_CONCURRENCY,
+)
+
+
 def local_name(logical_id: str) -> str:
     """Physical name the local stack gives a resource (CDK lets CloudFormation name them)."""
     return f"lambdagraph-{logical_id.lower()}"
@@ -187,6 +223,11 @@ API_THROTTLE_BURST = 200
 # Largest request body the API accepts (413 above). API Gateway's own cap is 10 MB; the
 # API function enforces this one.
 API_MAX_BODY_BYTES = 1024 * 1024
+# CORS (functions/api_cors.py): what a page from an allowed origin may do and read.
+CORS_ALLOW_METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+CORS_EXPOSE_HEADERS: tuple[str, ...] = ("Content-Location", "Location")
+# Browsers cache a preflight this long (Chromium caps it at 2 hours).
+CORS_MAX_AGE_S = 7200
 
 # --- housekeeping schedule -----------------------------------------------------------------
 
@@ -251,6 +292,12 @@ METRIC_STEPS = "Steps"  # count, one per superstep executed
 # count, one per step attempt that failed outside a node (retried, or ending the run): what a
 # bad release of the shared code asset produces first (a canary alarm reads it)
 METRIC_STEP_FAILURES = "StepFailures"
+# count, one per API answer with a 5xx status (functions/api_app.py's error handlers), also
+# per function version (dimension METRIC_VERSION_DIMENSION): a canary alarm reads the new
+# version's.
+METRIC_API_SERVER_ERRORS = "ApiServerErrors"
+# Dimension (besides ``service``) naming the Lambda version that emitted a metric.
+METRIC_VERSION_DIMENSION = "function_version"
 RUN_FINAL_STATUSES: tuple[str, ...] = ("success", "error", "timeout", "interrupted")
 
 
@@ -262,4 +309,8 @@ def run_status_metric(status: str) -> str:
 # Alarm thresholds.
 ALARM_STEP_DURATION_P95_MS = 60_000
 # Age of the oldest message per priority queue: high work must start quickly.
+# A backlog: messages waiting (visible) while the oldest is this old, for 3 minutes running.
 ALARM_OLDEST_MESSAGE_AGE_S: dict[Priority, int] = {"high": 60, "normal": 300, "low": 1800}
+# API requests slower than any legitimate one (a runs/wait blocks API_JOIN_TIMEOUT_S, plus
+# its work): the 29 s wall is near.
+ALARM_API_LATENCY_P99_MS = (API_JOIN_TIMEOUT_S + API_REQUEST_WORK_S) * 1000

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from functions.resources import STEP_LEASE_S, STEP_TIMINGS
+from functions.resources import API_JOIN_TIMEOUT_S, STEP_LEASE_S, STEP_TIMINGS
 
 
 class Settings(BaseSettings):
@@ -28,8 +28,9 @@ class Settings(BaseSettings):
     dlq_url_low: str = ""
     # Comma-separated API keys for the local stack; empty = auth off (warned at start-up).
     api_keys: str = ""
-    # How long join / runs/wait block before answering with the run as it is.
-    join_timeout_s: float = Field(default=25.0, gt=0)
+    # How long join / runs/wait block before answering with the run as it is: by default what
+    # the API's 29-second wall leaves (functions.resources, "the API's 29-second wall").
+    join_timeout_s: float = Field(default=API_JOIN_TIMEOUT_S, gt=0)
     # Lease a worker holds on a claimed step; a crashed step is retried after it expires.
     lease_s: float = Field(default=STEP_LEASE_S, gt=0)
     # Optional retention for checkpoints and runtime records (0 = keep forever).
@@ -60,6 +61,9 @@ class Settings(BaseSettings):
     resend_after_s: float = Field(default=STEP_TIMINGS.visibility_timeout_s, gt=0)
     # How often a long step renews its claim's lease (0 = a third of the lease).
     heartbeat_s: float = Field(default=0, ge=0)
+    # Origins whose pages may call the API (CORS, functions/api_cors.py): comma-separated
+    # ``scheme://host[:port]``, ``*`` for any; empty = none.
+    cors_origins: str = ""
     # Longest a state update (POST /threads/{id}/state) holds its thread.
     state_hold_s: float = Field(default=60, gt=0)
 

@@ -2,7 +2,8 @@
 
 Context parameters (``-c name=value``): ``ttlDays`` (default 30, 0 = keep forever),
 ``logLevel`` (INFO), ``alarmEmail`` (unset = alarms without notifications), ``retainData``
-(true: tables and bucket survive ``cdk destroy``), ``stackName`` (LambdaGraph).
+(true: tables and bucket survive ``cdk destroy``), ``stackName`` (LambdaGraph), ``corsOrigins``
+(comma-separated origins whose pages may call the API; ``*`` for any; unset = none).
 cdk-nag's AwsSolutions pack runs as a CDK validation plugin: an unacknowledged finding fails synth.
 """
 
@@ -27,12 +28,18 @@ def config_from_context(app: App, asset_dir: Path) -> StackConfig:
         return default if value is None else value
 
     email = ctx("alarmEmail", "") or None
+    origins = tuple(
+        origin.strip().rstrip("/")
+        for origin in str(ctx("corsOrigins", "")).split(",")
+        if origin.strip()
+    )
     return StackConfig(
         asset_dir=asset_dir,
         ttl_days=int(ctx("ttlDays", 30)),
         log_level=str(ctx("logLevel", "INFO")),
         alarm_email=str(email) if email else None,
         retain_data=str(ctx("retainData", "true")).lower() != "false",
+        cors_origins=origins,
     )
 
 

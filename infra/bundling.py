@@ -9,11 +9,20 @@ keyed by the dependency list and pip flags, so only the first build needs PyPI; 
 ``boto3``/``botocore`` stay in the bundle although the Lambda runtime has its own copy: the
 runtime's copy lags behind (and changes under us), while the engine is tested against the
 version pyproject.toml pins. They cost about 25 MB of the 120 MB budget (``make bench``).
+
+Bytecode: ``/var/task`` is read-only, so a bundle without ``.pyc`` files makes every cold
+start compile every module it imports. The asset is compiled with the interpreter matching
+the Lambda runtime (CPython ``LAMBDA_PYTHON``: ``LAMBDAGRAPH_BUNDLE_PYTHON``, else
+``python3.12`` on ``PATH``, else pyenv's newest 3.12), with unchecked-hash ``.pyc`` files
+(the bundle is immutable: no timestamp to compare). Bytecode is specific to the minor
+version, so another interpreter's would be ignored: when none is found the build says so
+loudly and ships sources only (``--require-bytecode`` makes that an error).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -44,6 +53,83 @@ PIP_PLATFORM_ARGS = (
     "--only-binary=:all:",
 )
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache")
+# An explicit interpreter for the bundle's bytecode (CPython LAMBDA_PYTHON).
+BUNDLE_PYTHON_ENV = "LAMBDAGRAPH_BUNDLE_PYTHON"
+# Marks a dependency directory compiled by a matching interpreter.
+_BYTECODE_MARK = f".bytecode-cpython-{LAMBDA_PYTHON.replace('.', '')}"
+
+
+class BytecodeInterpreterMissing(RuntimeError):
+    """No CPython matching the Lambda runtime was found to compile the bundle with."""
+
+
+def _is_lambda_python(executable: str) -> bool:
+    try:
+        out = subprocess.run(
+            [
+                executable,
+                "-c",
+                "import sys; print(sys.implementation.name, *sys.version_info[:2], sep='.')",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.stdout.strip() == f"cpython.{LAMBDA_PYTHON}"
+
+
+def _pyenv_candidates() -> list[str]:
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found = glob.glob(os.path.join(root, "versions", f"{LAMBDA_PYTHON}.*", "bin", "python3"))
+    # Newest patch release first (3.12.10 after 3.12.9).
+    return sorted(
+        found,
+        key=lambda p: [int(x) for x in Path(p).parents[1].name.split(".") if x.isdigit()],
+        reverse=True,
+    )
+
+
+def find_lambda_python() -> str | None:
+    """An interpreter of the Lambda runtime's Python (CPython ``LAMBDA_PYTHON``), or None."""
+    explicit = os.environ.get(BUNDLE_PYTHON_ENV)
+    if explicit:
+        if not _is_lambda_python(explicit):
+            raise BytecodeInterpreterMissing(
+                f"{BUNDLE_PYTHON_ENV}={explicit} is not CPython {LAMBDA_PYTHON}"
+            )
+        return explicit
+    candidates = [sys.executable, shutil.which(f"python{LAMBDA_PYTHON}"), *_pyenv_candidates()]
+    for candidate in candidates:
+        if candidate and _is_lambda_python(candidate):
+            return candidate
+    return None
+
+
+def compile_bytecode(tree: Path, python: str) -> None:
+    """Write ``__pycache__/*.cpython-3XX.pyc`` next to every module of ``tree``.
+
+    Unchecked-hash: the interpreter uses them without comparing the source's timestamp,
+    which a zip round trip would not preserve. Files that do not compile (test fixtures
+    some packages ship) are left as they are, as CPython itself would.
+    """
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "compileall",
+            "-q",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            str(tree),
+        ],
+        check=False,
+    )
 
 
 def runtime_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
@@ -87,16 +173,28 @@ def build_dependencies(requirements: list[str] | None = None) -> Path:
     return target
 
 
-def assemble_asset(deps: Path | None, out: Path = ASSET_DIR) -> Path:
+def compile_dependencies(deps: Path, python: str) -> None:
+    """Compile a cached dependency directory once (the asset hard-links its files)."""
+    if (deps / _BYTECODE_MARK).exists():
+        return
+    compile_bytecode(deps, python)
+    (deps / _BYTECODE_MARK).write_text(python + "\n")
+
+
+def assemble_asset(
+    deps: Path | None, out: Path = ASSET_DIR, *, bytecode_python: str | None = None
+) -> Path:
     """Lay out the asset directory: dependencies (hard links, cheap) plus the project's code.
 
     ``deps=None`` gives a code-only asset, which template tests use to stay offline and fast.
+    ``bytecode_python``: compile the project's code with it (the dependencies are compiled
+    in their cache, ``compile_dependencies``).
     """
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     if deps is not None:
         for entry in deps.iterdir():
-            if entry.name == ".complete":
+            if entry.name in (".complete", _BYTECODE_MARK):
                 continue
             dest = out / entry.name
             if entry.is_dir():
@@ -105,6 +203,8 @@ def assemble_asset(deps: Path | None, out: Path = ASSET_DIR) -> Path:
                 _link_or_copy(str(entry), str(dest))
     for package in SOURCE_PACKAGES:
         shutil.copytree(REPO_ROOT / package, out / package, ignore=_IGNORED)
+        if bytecode_python is not None:
+            compile_bytecode(out / package, bytecode_python)
     return out
 
 
@@ -117,9 +217,23 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
-def build_asset() -> Path:
+def build_asset(*, require_bytecode: bool = False) -> Path:
     """The full deployment asset: what `make synth` and `make deploy` upload."""
-    return assemble_asset(build_dependencies())
+    deps = build_dependencies()
+    python = find_lambda_python()
+    if python is None:
+        message = (
+            f"no CPython {LAMBDA_PYTHON} found (the Lambda runtime's Python) to compile the "
+            f"bundle's bytecode: set {BUNDLE_PYTHON_ENV}, put python{LAMBDA_PYTHON} on PATH "
+            f"or `pyenv install {LAMBDA_PYTHON}`. Without it every cold start compiles each "
+            "module it imports (/var/task is read-only): see `make bench` (bench.coldstart)."
+        )
+        if require_bytecode:
+            raise BytecodeInterpreterMissing(message)
+        print(f"WARNING: {message}", file=sys.stderr)
+    else:
+        compile_dependencies(deps, python)
+    return assemble_asset(deps, bytecode_python=python)
 
 
 def tree_size(path: Path) -> tuple[int, int]:
@@ -134,10 +248,23 @@ def tree_size(path: Path) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the Lambda code asset into .build/asset")
-    parser.parse_args(argv)
-    asset = build_asset()
+    parser.add_argument(
+        "--require-bytecode",
+        action="store_true",
+        help=f"fail when no CPython {LAMBDA_PYTHON} is found to compile the bundle with",
+    )
+    args = parser.parse_args(argv)
+    try:
+        asset = build_asset(require_bytecode=args.require_bytecode)
+    except BytecodeInterpreterMissing as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
     size, files = tree_size(asset)
-    print(f"asset {asset.relative_to(REPO_ROOT)}: {size / 1e6:.1f} MB unzipped, {files} files")
+    pycs = sum(1 for _ in asset.rglob(f"*.cpython-{LAMBDA_PYTHON.replace('.', '')}.pyc"))
+    print(
+        f"asset {asset.relative_to(REPO_ROOT)}: {size / 1e6:.1f} MB unzipped, {files} files, "
+        f"{pycs} compiled for CPython {LAMBDA_PYTHON}"
+    )
 
 
 if __name__ == "__main__":

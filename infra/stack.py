@@ -15,6 +15,8 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from functions.resources import (
+    API_JOIN_POLL_S,
+    API_JOIN_TIMEOUT_S,
     CHECKPOINT_TABLE,
     METRICS_NAMESPACE,
     PAYLOAD_BUCKET,
@@ -31,6 +33,7 @@ from infra.constructs.nag import acknowledge
 from infra.constructs.queues import StepQueues
 from infra.constructs.storage import Storage
 from infra.constructs.worker import StepWorker
+from infra.permissions import GRANTS, Target
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class StackConfig:
     alarm_email: str | None = None
     # Keep tables and the payload bucket when the stack is deleted.
     retain_data: bool = True
+    # Origins whose pages may call the API (CORS); ("*",) for any, () for none.
+    cors_origins: tuple[str, ...] = ()
 
 
 class LambdaGraphStack(Stack):
@@ -58,7 +63,9 @@ class LambdaGraphStack(Stack):
         # One asset for every function: only the handler string differs.
         code = lambda_.Code.from_asset(str(config.asset_dir))
 
-        self.api = Api(self, "Api", code=code, environment=environment)
+        self.api = Api(
+            self, "Api", code=code, environment=environment, cors_origins=config.cors_origins
+        )
         self.worker = StepWorker(
             self, "Worker", code=code, environment=environment, queues=self.queues
         )
@@ -71,16 +78,16 @@ class LambdaGraphStack(Stack):
             "Monitoring",
             queues=self.queues,
             functions=functions,
+            api=self.api.handler,
             worker=self.worker.handler,
+            rest_api=self.api.rest_api,
             alarm_email=config.alarm_email,
         )
         self.deployments = CanaryDeployments(self, "Deployments")
         for fn in functions:
-            alarms = [self.monitoring.error_alarms[fn.spec.logical_id]]
-            if fn is self.worker.handler:
-                # Messages in a DLQ after a release mean the new worker fails steps.
-                alarms.extend(self.monitoring.dlq_alarms.values())
-            self.deployments.add(fn, alarms)
+            # What a bad release produces within the canary's minutes (monitoring.py); the
+            # DLQ alarms are not among them: a message reaches a DLQ hours later.
+            self.deployments.add(fn, self.monitoring.canary_alarms[fn.spec.logical_id])
         self._outputs()
 
     def _environment(self, config: StackConfig) -> dict[str, str]:
@@ -90,6 +97,10 @@ class LambdaGraphStack(Stack):
             RUNTIME_TABLE.env_var: self.storage.runtime_table.table_name,
             PAYLOAD_BUCKET.env_var: self.storage.payload_bucket.bucket_name,
             "LAMBDAGRAPH_TTL_DAYS": str(config.ttl_days),
+            # What API Gateway's 29 s wall leaves a runs/wait (functions/resources.py).
+            "LAMBDAGRAPH_JOIN_TIMEOUT_S": f"{API_JOIN_TIMEOUT_S:g}",
+            "LAMBDAGRAPH_JOIN_POLL_S": f"{API_JOIN_POLL_S:g}",
+            "LAMBDAGRAPH_CORS_ORIGINS": ",".join(config.cors_origins),
             # On AWS, API keys live hashed in the runtime table (docs/deploy.md).
             "LAMBDAGRAPH_API_KEYS_IN_TABLE": "true",
             # The worker marks a run `error` at the receive count where SQS gives up.
@@ -115,45 +126,34 @@ class LambdaGraphStack(Stack):
         return env
 
     def _grant(self) -> None:
-        storage, queues = self.storage, self.queues
-        api, worker, housekeeping = self.api.handler, self.worker.handler, self.housekeeping.handler
-        # API: threads and runs (runtime table), state/history/update_state/delete (checkpoints
-        # and their payloads), enqueueing the first step of a run.
-        # Worker: claims and run records, checkpoints, the next step message on any priority.
-        for fn in (api, worker):
-            storage.runtime_table.grant_read_write_data(fn.alias)
-            storage.checkpoint_table.grant_read_write_data(fn.alias)
-            # Only the object calls the checkpointer makes (CDK's bucket grants add wildcards).
-            iam.Grant.add_to_principal(
-                grantee=fn.alias,
-                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                resource_arns=[storage.payload_bucket.arn_for_objects("*")],
-            )
-            for queue in queues.queues.values():
-                queue.grant_send_messages(fn.alias)
-            acknowledge(
-                fn,
-                {
-                    self._index_finding(storage.runtime_table.node.default_child): _INDEX_REASON,
-                    self._objects_finding(storage.payload_bucket.node.default_child): (
-                        "Checkpoint payload objects are keyed by thread and checkpoint id, "
-                        "unknown in advance: the grant covers the objects of this one bucket."
-                    ),
-                },
-            )
-        # Housekeeping (functions/housekeeping.py): finds expired leases through the runtime
-        # table's GSI and re-queues the step. The worker itself marks a run `error` at the last
-        # receive, so nobody needs to read the DLQs.
-        storage.runtime_table.grant_read_write_data(housekeeping.alias)
-        for queue in queues.queues.values():
-            queue.grant_send_messages(housekeeping.alias)
-        acknowledge(
-            housekeeping,
-            {self._index_finding(storage.runtime_table.node.default_child): _INDEX_REASON},
-        )
-
-    def _index_finding(self, table: object) -> str:
-        return f"AwsSolutions-IAM5[Resource::<{self._logical_id(table)}.Arn>/index/*]"
+        """Each function's role gets what ``infra.permissions.GRANTS`` lists, nothing more."""
+        storage = self.storage
+        runtime_arn = storage.runtime_table.table_arn
+        arns: dict[Target, list[str]] = {
+            Target.RUNTIME_TABLE: [runtime_arn],
+            Target.RUNTIME_INDEXES: [
+                f"{runtime_arn}/index/{index.name}" for index in RUNTIME_TABLE.global_indexes
+            ],
+            Target.CHECKPOINT_TABLE: [storage.checkpoint_table.table_arn],
+            Target.PAYLOAD_BUCKET: [storage.payload_bucket.bucket_arn],
+            Target.PAYLOAD_OBJECTS: [storage.payload_bucket.arn_for_objects("*")],
+            Target.STEP_QUEUES: [queue.queue_arn for queue in self.queues.queues.values()],
+        }
+        for fn in (self.api.handler, self.worker.handler, self.housekeeping.handler):
+            for access in GRANTS[fn.spec.logical_id]:
+                iam.Grant.add_to_principal(
+                    grantee=fn.alias, actions=list(access.actions), resource_arns=arns[access.on]
+                )
+            if any(access.on is Target.PAYLOAD_OBJECTS for access in GRANTS[fn.spec.logical_id]):
+                acknowledge(
+                    fn,
+                    {
+                        self._objects_finding(storage.payload_bucket.node.default_child): (
+                            "Checkpoint payload objects are keyed by thread and checkpoint id, "
+                            "unknown in advance: the grant covers the objects of this one bucket."
+                        ),
+                    },
+                )
 
     def _objects_finding(self, bucket: object) -> str:
         return f"AwsSolutions-IAM5[Resource::<{self._logical_id(bucket)}.Arn>/*]"
@@ -174,9 +174,3 @@ class LambdaGraphStack(Stack):
             CfnOutput(self, f"{spec.logical_id}Url", value=self.queues.queues[priority].queue_url)
             CfnOutput(self, f"{spec.logical_id}DlqUrl", value=self.queues.dlqs[priority].queue_url)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
-
-
-_INDEX_REASON = (
-    "Queries on the runtime table's GSI (gsi1) go through its index ARN, which IAM "
-    "matches as <table>/index/*; the grant is for this one table."
-)

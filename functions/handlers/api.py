@@ -8,10 +8,11 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
-from functions.api_app import Services, bind, current_app, detail_response
+from functions.api_app import Services, bind, current_app, detail_response, unavailable_response
 from functions.api_body import BodyError, prepare_body
+from functions.api_cors import add_cors, allowed_origins, is_preflight, preflight_response
 from functions.auth import authenticate
-from functions.errors import LambdagraphError
+from functions.errors import InfrastructureError, LambdagraphError
 from functions.queues import StepQueues
 from functions.resources import API_MAX_BODY_BYTES
 from functions.runs import RunService
@@ -63,6 +64,14 @@ def handler(
 ) -> dict[str, Any]:
     services = services or default_services()
     bind(services)
+    origins = allowed_origins(services.runs.settings.cors_origins)
+    # A browser's preflight carries no API key: it is answered before authentication.
+    if is_preflight(event, _header):
+        return preflight_response(event, _header, origins)
+    return add_cors(_answer(event, context, services), _header(event, "origin"), origins)
+
+
+def _answer(event: dict[str, Any], context: Any, services: Services) -> dict[str, Any]:
     try:
         too_large = _body_size(event) > MAX_BODY_BYTES
     except (binascii.Error, ValueError):
@@ -80,13 +89,16 @@ def handler(
         )
     except LambdagraphError as exc:
         return _reply(detail_response(exc.status_code, str(exc)), event)
+    except InfrastructureError:
+        # The key lookup in the runtime table failed: as any AWS failure, a counted 503.
+        return _reply(unavailable_response(context), event)
     try:
         event = prepare_body(event)
     except BodyError as exc:
         return _reply(detail_response(422, exc.errors), event)
     app = current_app()
     app.append_context(tenant=tenant)
-    return app.resolve(event, context)
+    return dict(app.resolve(event, context))
 
 
 def _reply(response: Any, event: dict[str, Any]) -> dict[str, Any]:

@@ -4,11 +4,20 @@ API keys (``x-api-key``) are checked by the API function against hashed keys in 
 table (``LAMBDAGRAPH_API_KEYS_IN_TABLE``), so each key is a tenant; API Gateway passes the
 header through. The stage throttles, writes JSON access logs and traces with X-Ray. Bodies over
 ``API_MAX_BODY_BYTES`` are refused with 413 by the function (API Gateway's own cap is 10 MB).
+
+CORS: the ``ANY`` proxy methods pass browsers' preflights to the function, which answers them
+before authentication (``functions/api_cors.py``, allowed origins from ``LAMBDAGRAPH_CORS_ORIGINS``,
+set from the ``corsOrigins`` deployment parameter). What API Gateway answers by itself (429
+when throttled, 504 at the 29 s wall, 502) gets ``Access-Control-Allow-Origin`` too, so a page
+can read it instead of seeing an opaque network error.
+
+The execution-log group API Gateway writes to is created here, before the stage that logs to
+it, so it has a retention and goes with the stack (API Gateway would create it outside).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
@@ -36,6 +45,7 @@ class Api(Construct):
         *,
         code: lambda_.Code,
         environment: Mapping[str, str],
+        cors_origins: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.handler = ServiceFunction(self, API_FUNCTION, code=code, environment=environment)
@@ -79,6 +89,17 @@ class Api(Construct):
             ),
         )
         self.url = self.rest_api.url
+        self.execution_logs = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{STAGE_NAME}",
+            retention=retention_days(LOG_RETENTION_DAYS),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        # Created first: API Gateway makes the group itself on its first write otherwise.
+        self.rest_api.deployment_stage.node.add_dependency(self.execution_logs)
+        if cors_origins:
+            self._cors_on_gateway_answers(cors_origins)
         acknowledge(
             self.rest_api,
             {
@@ -102,3 +123,18 @@ class Api(Construct):
                 ),
             },
         )
+
+    def _cors_on_gateway_answers(self, origins: Sequence[str]) -> None:
+        """``Access-Control-Allow-Origin`` on what API Gateway answers without the function."""
+        # One origin (or *) is written as is; with several, the request's own Origin is
+        # echoed on these error answers only (the function checks it for everything else).
+        origin = f"'{origins[0]}'" if len(origins) == 1 else "method.request.header.Origin"
+        headers = {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": "'Content-Location, Location'",
+            "Vary": "'Origin'",
+        }
+        for response_type in (apigw.ResponseType.DEFAULT_4_XX, apigw.ResponseType.DEFAULT_5_XX):
+            self.rest_api.add_gateway_response(
+                f"Cors{response_type.response_type}", type=response_type, response_headers=headers
+            )

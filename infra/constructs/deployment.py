@@ -1,7 +1,10 @@
 """Safe releases: each function's ``live`` alias is shifted by CodeDeploy as a canary.
 
 10% of invocations go to the new version for 5 minutes; the deployment rolls back by itself
-when one of its alarms fires (the function's errors; for the step worker also any DLQ).
+when one of its alarms fires: the canary alarms of ``infra.constructs.monitoring`` (the new
+version's Lambda errors; for the API its answered 5xx, for the step worker failed step
+attempts). DLQ alarms are not among them: a failing step reaches a DLQ only after
+5 x 1,800 s, and a DLQ keeps what the worker gave up on until someone redrives it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One Lambda function of lambdagraph: the shared code asset, a handler string, an alias.
 
 Every function uses the same ``lambda_.Code`` object (one asset, only the handler differs),
-Python 3.12 on arm64, X-Ray tracing, a log group with retention, and a ``live`` alias on the
+Python 3.12 (``infra.bundling.LAMBDA_PYTHON``) on arm64, X-Ray tracing, a log group with retention, and a ``live`` alias on the
 current version: event sources and the API invoke the alias, so CodeDeploy can shift it.
 """
 
@@ -15,9 +15,13 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from functions.resources import LOG_RETENTION_DAYS, FunctionSpec
+from infra.bundling import LAMBDA_PYTHON
 from infra.constructs.nag import acknowledge
 
 ALIAS_NAME = "live"
+# The runtime matching the Python the bundle is built (and byte-compiled) for.
+_RUNTIMES = {"3.12": lambda_.Runtime.PYTHON_3_12, "3.13": lambda_.Runtime.PYTHON_3_13}
+RUNTIME = _RUNTIMES[LAMBDA_PYTHON]
 
 
 class ServiceFunction(Construct):
@@ -41,7 +45,7 @@ class ServiceFunction(Construct):
         self.function = lambda_.Function(
             self,
             "Function",
-            runtime=lambda_.Runtime.PYTHON_3_12,
+            runtime=RUNTIME,
             architecture=lambda_.Architecture.ARM_64,
             handler=spec.handler,
             code=code,
@@ -50,6 +54,7 @@ class ServiceFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             environment=dict(environment),
             log_group=self.log_group,
+            reserved_concurrent_executions=spec.reserved_concurrency,
             description=f"lambdagraph {spec.logical_id} ({spec.handler})",
         )
         self.alias = lambda_.Alias(

@@ -3,6 +3,10 @@
 Tables come from the ``TableSpec``s in ``functions.resources`` (the local stack reads the same
 specs): on-demand, point-in-time recovery, TTL, encryption with the AWS-managed KMS key.
 The bucket keeps payloads a little longer than the items that point at them.
+
+The bucket is versioned, and keeps what is overwritten or deleted for the tables'
+point-in-time-recovery window: a table restored to an earlier time points at objects as
+they were then, and those can be brought back (docs/deploy.md, "Restoring a table").
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from infra.constructs.nag import acknowledge
 # DynamoDB deletes expired items within a few days, not at once; payloads outlive their
 # items by this margin so no readable checkpoint points at a deleted object.
 PAYLOAD_GRACE_DAYS = 2
+# DynamoDB point-in-time recovery reaches back 35 days: replaced or deleted payload objects
+# are kept (as noncurrent versions) that long.
+PITR_DAYS = 35
 
 
 class Storage(Construct):
@@ -30,7 +37,12 @@ class Storage(Construct):
         lifecycle = [
             s3.LifecycleRule(
                 id="AbortUploads", abort_incomplete_multipart_upload_after=Duration.days(1)
-            )
+            ),
+            s3.LifecycleRule(
+                id="KeepForRecovery",
+                noncurrent_version_expiration=Duration.days(PITR_DAYS),
+                expired_object_delete_marker=True,
+            ),
         ]
         if ttl_days > 0:
             lifecycle.append(
@@ -45,6 +57,7 @@ class Storage(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            versioned=True,
             lifecycle_rules=lifecycle,
             removal_policy=removal,
             auto_delete_objects=False,

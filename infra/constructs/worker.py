@@ -2,20 +2,29 @@
 
 Each queue is an event source on the ``live`` alias with partial batch failures and its own
 ``MaximumConcurrency`` (from ``STEP_QUEUES``), so a ``low`` backlog can never take the
-concurrency ``high`` work needs.
+concurrency ``high`` work needs. The function's reserved concurrency covers all of them at
+once, so nothing else in the account (API waits above all) can take it.
+
+Lambda's poller reads the queues with the function's role: it is granted exactly what the
+Lambda documentation lists for an SQS event source (receive, delete, read attributes); CDK's
+``SqsEventSource`` would add ``ChangeMessageVisibility`` and ``GetQueueUrl``, which nothing
+calls (tests/infra/test_iam_coverage.py holds every grant to a call).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_event_sources as sources
 from constructs import Construct
 
 from functions.resources import STEP_TIMINGS, STEP_WORKER_FUNCTION, StepTimings
 from infra.constructs.function import ServiceFunction
 from infra.constructs.queues import StepQueues
+
+# What Lambda's SQS poller calls with the function's role.
+EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 
 
 class StepWorker(Construct):
@@ -32,6 +41,13 @@ class StepWorker(Construct):
         self.handler = ServiceFunction(
             self, STEP_WORKER_FUNCTION, code=code, environment=environment
         )
+        polled = [spec.max_concurrency or 0 for spec in queues.specs.values()]
+        reserved = STEP_WORKER_FUNCTION.reserved_concurrency
+        if reserved is None or reserved < sum(polled):
+            raise ValueError(
+                f"the step worker reserves {reserved} executions but its queues may use "
+                f"{sum(polled)} at once (MaximumConcurrency): SQS batches would be throttled"
+            )
         for priority, queue in queues.queues.items():
             spec = queues.specs[priority]
             if spec.max_concurrency is None:
@@ -43,11 +59,15 @@ class StepWorker(Construct):
                 visibility_timeout_s=spec.visibility_timeout_s,
                 housekeeping_every_s=STEP_TIMINGS.housekeeping_every_s,
             ).check()
-            self.handler.alias.add_event_source(
-                sources.SqsEventSource(
-                    queue,
-                    batch_size=spec.batch_size,
-                    max_concurrency=spec.max_concurrency,
-                    report_batch_item_failures=True,
-                )
+            self.handler.alias.add_event_source_mapping(
+                f"{spec.logical_id}Source",
+                event_source_arn=queue.queue_arn,
+                batch_size=spec.batch_size,
+                max_concurrency=spec.max_concurrency,
+                report_batch_item_failures=True,
+            )
+            iam.Grant.add_to_principal(
+                grantee=self.handler.alias,
+                actions=list(EVENT_SOURCE_ACTIONS),
+                resource_arns=[queue.queue_arn],
             )

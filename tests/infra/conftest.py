@@ -20,10 +20,12 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 # What the test deployment is given as CDK context (as `make deploy ... ` would pass it).
 TTL_DAYS = 7
 ALARM_EMAIL = "ops@example.com"
+CORS_ORIGINS = ("https://studio.example.com", "http://localhost:3000")
 CONTEXT: dict[str, Any] = {
     "ttlDays": TTL_DAYS,
     "alarmEmail": ALARM_EMAIL,
     "stackName": "LambdaGraphTest",
+    "corsOrigins": ",".join(CORS_ORIGINS),
 }
 
 

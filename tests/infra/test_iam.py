@@ -1,5 +1,8 @@
 """GIVEN the synthesized stack THEN each function's role reaches only the resources it uses,
-with no wildcard action and no `*` resource except where AWS offers no scoping (X-Ray)."""
+with no wildcard action and no `*` resource except where AWS offers no scoping (X-Ray).
+
+That each grant matches a call the code makes (and each call a grant) is proven in
+test_iam_coverage.py; these are the invariants that hold whatever the calls are."""
 
 from __future__ import annotations
 
@@ -87,9 +90,8 @@ def test_worker_reaches_its_tables_bucket_and_queues_only(synth: Synth) -> None:
     }
     queues = {synth.logical_id(q) for q in stack.queues.queues.values()}
 
-    assert granted["dynamodb:PutItem"] == tables
-    assert granted["dynamodb:UpdateItem"] == tables
-    assert granted["s3:PutObject"] == {synth.logical_id(stack.storage.payload_bucket)}
+    assert set().union(*(r for a, r in granted.items() if a.startswith("dynamodb:"))) == tables
+    assert granted["s3:ListBucket"] == {synth.logical_id(stack.storage.payload_bucket)}
     assert granted["sqs:SendMessage"] == queues
     assert granted["sqs:ReceiveMessage"] == queues  # the event source mappings
     assert granted["sqs:DeleteMessage"] == queues
@@ -102,18 +104,19 @@ def test_api_enqueues_steps_but_never_consumes_them(synth: Synth) -> None:
     assert granted["sqs:SendMessage"] == {synth.logical_id(q) for q in stack.queues.queues.values()}
     assert "sqs:ReceiveMessage" not in granted
     assert "sqs:DeleteMessage" not in granted
-    assert granted["dynamodb:Query"] == {
-        synth.logical_id(stack.storage.runtime_table),
-        synth.logical_id(stack.storage.checkpoint_table),
-    }
 
 
-def test_housekeeping_touches_only_runtime_records_and_step_queues(synth: Synth) -> None:
+def test_housekeeping_never_consumes_step_messages(synth: Synth) -> None:
     stack = synth.stack
     granted = _grants(_role_statements(synth, HOUSEKEEPING_FUNCTION.handler))
-    runtime = {synth.logical_id(stack.storage.runtime_table)}
-    dynamodb = {action for action in granted if action.startswith("dynamodb:")}
-    assert all(granted[action] == runtime for action in dynamodb)
     assert granted["sqs:SendMessage"] == {synth.logical_id(q) for q in stack.queues.queues.values()}
-    assert not any(action.startswith("s3:") for action in granted)
     assert "sqs:ReceiveMessage" not in granted
+    assert "s3:PutObject" not in granted
+
+
+def test_no_role_may_touch_a_dlq(synth: Synth) -> None:
+    # The worker gives up by letting SQS move a message; nobody reads or writes a DLQ.
+    dlqs = {synth.logical_id(q) for q in synth.stack.queues.dlqs.values()}
+    for logical_id, statement in _statements(synth):
+        resources = {_resource_id(r) for r in _as_list(statement["Resource"]) if r != "*"}
+        assert not resources & dlqs, logical_id

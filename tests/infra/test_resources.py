@@ -11,18 +11,26 @@ import pytest
 from aws_cdk.assertions import Match
 
 from functions.resources import (
+    ALARM_API_LATENCY_P99_MS,
     ALARM_OLDEST_MESSAGE_AGE_S,
     ALARM_STEP_DURATION_P95_MS,
+    API_COLD_START_S,
     API_FUNCTION,
+    API_GATEWAY_TIMEOUT_S,
+    API_JOIN_TIMEOUT_S,
+    API_REQUEST_WORK_S,
     API_THROTTLE_BURST,
     API_THROTTLE_RATE_RPS,
     CHECKPOINT_TABLE,
     HOUSEKEEPING_FUNCTION,
     HOUSEKEEPING_RATE_MINUTES,
     LOG_RETENTION_DAYS,
+    METRIC_API_SERVER_ERRORS,
     METRIC_QUEUE_WAIT,
     METRIC_STEP_DURATION,
+    METRIC_STEP_FAILURES,
     METRIC_STEPS,
+    METRIC_VERSION_DIMENSION,
     METRICS_NAMESPACE,
     PRIORITIES,
     RUN_FINAL_STATUSES,
@@ -34,8 +42,8 @@ from functions.resources import (
     run_status_metric,
 )
 from functions.settings import Settings
-from infra.constructs.storage import PAYLOAD_GRACE_DAYS
-from tests.infra.conftest import ALARM_EMAIL, TTL_DAYS, Synth
+from infra.constructs.storage import PAYLOAD_GRACE_DAYS, PITR_DAYS
+from tests.infra.conftest import ALARM_EMAIL, CORS_ORIGINS, TTL_DAYS, Synth
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
@@ -336,28 +344,70 @@ def _alarms(synth: Synth) -> list[dict[str, Any]]:
     return [a["Properties"] for a in synth.resources("AWS::CloudWatch::Alarm").values()]
 
 
-def test_any_message_in_any_dlq_raises_an_alarm(synth: Synth) -> None:
+def _math_alarms(synth: Synth) -> list[dict[str, Any]]:
+    return [a for a in _alarms(synth) if "Metrics" in a]
+
+
+def _metric_of(alarm: dict[str, Any], name: str) -> dict[str, Any]:
+    (metric,) = [
+        m["MetricStat"]["Metric"]
+        for m in alarm["Metrics"]
+        if "MetricStat" in m and m["MetricStat"]["Metric"]["MetricName"] == name
+    ]
+    return dict(metric)
+
+
+def _expression(alarm: dict[str, Any]) -> str:
+    (expression,) = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
+    return str(expression)
+
+
+def test_each_dlq_alarms_on_arrivals_not_on_presence(synth: Synth) -> None:
+    # GIVEN the alarms that read a DLQ
     dlq_ids = {synth.logical_id(dlq) for dlq in synth.stack.queues.dlqs.values()}
-    alarmed = {
-        a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
-        for a in _alarms(synth)
-        if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
-        and a["Threshold"] == 1
-        and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
-    }
-    assert alarmed == dlq_ids
+    alarmed = {}
+    for alarm in _math_alarms(synth):
+        if "DIFF" not in _expression(alarm):
+            continue
+        metric = _metric_of(alarm, "ApproximateNumberOfMessagesVisible")
+        alarmed[metric["Dimensions"][0]["Value"]["Fn::GetAtt"][0]] = alarm
+    # THEN every DLQ has one, on the increase of its visible count: it clears once nothing
+    # more arrives, even while the given-up messages stay for someone to redrive
+    assert set(alarmed) == dlq_ids
+    for alarm in alarmed.values():
+        assert _expression(alarm) == "DIFF(FILL(visible, 0))"
+        assert alarm["Threshold"] == 1
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    # AND no alarm anywhere fires on a message merely being in a DLQ
+    for alarm in _alarms(synth):
+        dimensions = json.dumps(alarm.get("Dimensions", []))
+        assert not any(dlq in dimensions for dlq in dlq_ids), alarm
 
 
-def test_oldest_message_age_is_alarmed_per_priority(synth: Synth) -> None:
-    thresholds = {
-        a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: a["Threshold"]
-        for a in _alarms(synth)
-        if a.get("MetricName") == "ApproximateAgeOfOldestMessage"
-    }
-    assert thresholds == {
-        synth.logical_id(synth.stack.queues.queues[p]): ALARM_OLDEST_MESSAGE_AGE_S[p]
-        for p in PRIORITIES
-    }
+def test_a_backlog_alarms_on_waiting_messages_and_their_age_per_priority(synth: Synth) -> None:
+    # GIVEN the alarms on the step queues' age of oldest message
+    by_queue = {}
+    for alarm in _math_alarms(synth):
+        if "age" not in _expression(alarm):
+            continue
+        age = _metric_of(alarm, "ApproximateAgeOfOldestMessage")
+        visible = _metric_of(alarm, "ApproximateNumberOfMessagesVisible")
+        queue = age["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        assert visible["Dimensions"] == age["Dimensions"]
+        by_queue[queue] = alarm
+    # THEN each priority has one: messages waiting (the minute's minimum, so in-flight ones
+    # do not count) while the oldest passed its priority's threshold, 3 minutes running
+    assert set(by_queue) == {synth.logical_id(synth.stack.queues.queues[p]) for p in PRIORITIES}
+    for priority in PRIORITIES:
+        alarm = by_queue[synth.logical_id(synth.stack.queues.queues[priority])]
+        assert _expression(alarm) == (
+            f"IF(visible >= 1 AND age > {ALARM_OLDEST_MESSAGE_AGE_S[priority]}, 1, 0)"
+        )
+        stats = {m["Id"]: m["MetricStat"]["Stat"] for m in alarm["Metrics"] if "MetricStat" in m}
+        assert stats == {"visible": "Minimum", "age": "Maximum"}
+        assert alarm["EvaluationPeriods"] == 3
+    # AND no alarm reads the age alone (it counts in-flight messages: a long healthy step)
+    assert not [a for a in _alarms(synth) if a.get("MetricName") == "ApproximateAgeOfOldestMessage"]
 
 
 def test_worker_errors_and_p95_step_duration_are_alarmed(synth: Synth) -> None:
@@ -394,14 +444,64 @@ def test_alarms_notify_the_alarm_email_over_a_tls_only_topic(synth: Synth) -> No
     assert all(a.get("AlarmActions") for a in _alarms(synth))
 
 
+def test_cloudwatch_may_publish_to_the_alarm_topic_for_this_accounts_alarms_only(
+    synth: Synth,
+) -> None:
+    # GIVEN the alarm topic's policy (which replaces SNS's default policy)
+    (policy,) = synth.resources("AWS::SNS::TopicPolicy").values()
+    topic_id = synth.logical_id(synth.stack.monitoring.topic)
+    assert policy["Properties"]["Topics"] == [{"Ref": topic_id}]
+    allows = [
+        s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"
+    ]
+    # THEN it lets CloudWatch publish, scoped by source account and alarm ARN
+    (statement,) = allows
+    assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert statement["Action"] == "sns:Publish"
+    assert statement["Resource"] == {"Ref": topic_id}
+    conditions = statement["Condition"]
+    assert conditions["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    source_arn = json.dumps(conditions["ArnLike"]["aws:SourceArn"])
+    for part in (":cloudwatch:", "AWS::Region", "AWS::AccountId", ":alarm:*"):
+        assert part in source_arn, part
+
+
+def test_api_5xx_latency_and_throttles_are_alarmed(synth: Synth) -> None:
+    rest_api_name = synth.json["Resources"][synth.logical_id(synth.stack.api.rest_api)][
+        "Properties"
+    ]["Name"]
+    api_alarms = {
+        a["MetricName"]: a
+        for a in _alarms(synth)
+        if a.get("Namespace") == "AWS/ApiGateway"
+        and {"Name": "ApiName", "Value": rest_api_name} in a["Dimensions"]
+    }
+    assert set(api_alarms) == {"5XXError", "Latency"}
+    assert api_alarms["Latency"]["ExtendedStatistic"] == "p99"
+    assert api_alarms["Latency"]["Threshold"] == ALARM_API_LATENCY_P99_MS
+    # The alarm sits between the longest legitimate request and the 29 s wall.
+    assert API_JOIN_TIMEOUT_S * 1000 < ALARM_API_LATENCY_P99_MS < API_GATEWAY_TIMEOUT_S * 1000
+    throttled = {
+        json.dumps(a["Dimensions"]) for a in _alarms(synth) if a.get("MetricName") == "Throttles"
+    }
+    for spec in FUNCTION_SPECS:
+        function_id, _ = _function_by_handler(synth, spec.handler)
+        assert any(function_id in dims for dims in throttled), spec.logical_id
+
+
 def test_dashboard_shows_runs_steps_queue_depth_and_step_duration(synth: Synth) -> None:
     (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     for name in (
         METRIC_STEPS,
         METRIC_STEP_DURATION,
+        METRIC_STEP_FAILURES,
         METRIC_QUEUE_WAIT,
+        METRIC_API_SERVER_ERRORS,
         "ApproximateNumberOfMessagesVisible",
+        "5XXError",
+        "Latency",
+        "Throttles",
     ):
         assert name in body, name
     for status in RUN_FINAL_STATUSES:
@@ -411,24 +511,142 @@ def test_dashboard_shows_runs_steps_queue_depth_and_step_duration(synth: Synth) 
 # --- releases ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", FUNCTION_SPECS, ids=lambda s: s.logical_id)
-def test_every_function_is_released_as_a_canary_with_alarm_rollback(
-    synth: Synth, spec: Any
-) -> None:
+def _canary_alarms(synth: Synth, spec: Any) -> list[dict[str, Any]]:
     function_id, _ = _function_by_handler(synth, spec.handler)
     alias = synth.json["Resources"][_alias_of(synth, function_id)]
     group_id = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]["DeploymentGroupName"]["Ref"]
     group = synth.json["Resources"][group_id]["Properties"]
-
     assert group["DeploymentConfigName"] == "CodeDeployDefault.LambdaCanary10Percent5Minutes"
     assert group["AutoRollbackConfiguration"]["Enabled"] is True
     assert "DEPLOYMENT_STOP_ON_ALARM" in group["AutoRollbackConfiguration"]["Events"]
-    alarm_ids = {a["Name"]["Ref"] for a in group["AlarmConfiguration"]["Alarms"]}
-    error_alarm = synth.logical_id(synth.stack.monitoring.error_alarms[spec.logical_id])
-    assert error_alarm in alarm_ids
-    if spec is STEP_WORKER_FUNCTION:
-        dlq_alarms = {synth.logical_id(a) for a in synth.stack.monitoring.dlq_alarms.values()}
-        assert dlq_alarms <= alarm_ids
+    return [
+        synth.json["Resources"][a["Name"]["Ref"]]["Properties"]
+        for a in group["AlarmConfiguration"]["Alarms"]
+    ]
+
+
+def _new_version_of(synth: Synth, spec: Any) -> dict[str, Any]:
+    """``Fn::GetAtt`` of the version the alias is being moved to."""
+    function_id, _ = _function_by_handler(synth, spec.handler)
+    alias = synth.json["Resources"][_alias_of(synth, function_id)]["Properties"]
+    return {"Fn::GetAtt": [alias["FunctionVersion"]["Fn::GetAtt"][0], "Version"]}
+
+
+@pytest.mark.parametrize("spec", FUNCTION_SPECS, ids=lambda s: s.logical_id)
+def test_every_canary_rolls_back_on_the_new_versions_lambda_errors(synth: Synth, spec: Any) -> None:
+    # GIVEN the alarms CodeDeploy watches while the function's canary runs
+    alarms = _canary_alarms(synth, spec)
+    function_id, _ = _function_by_handler(synth, spec.handler)
+    # THEN one counts Lambda errors of the version being released (not of the alias)
+    lambda_errors = [a for a in alarms if a.get("MetricName") == "Errors"]
+    assert len(lambda_errors) == 1
+    dimensions = {d["Name"]: d["Value"] for d in lambda_errors[0]["Dimensions"]}
+    assert dimensions["FunctionName"] == {"Ref": function_id}
+    assert dimensions["ExecutedVersion"] == _new_version_of(synth, spec)
+    # AND no DLQ alarm is among them: a message reaches a DLQ hours after a 5-minute canary,
+    # and one the worker gave up on would block every later release
+    for alarm in alarms:
+        assert "DIFF" not in json.dumps(alarm), "a DLQ alarm must not roll canaries back"
+        assert alarm["Threshold"] == 1
+        assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_an_api_canary_rolls_back_on_5xx_answered_by_the_new_version(synth: Synth) -> None:
+    # GIVEN the API's canary alarms
+    alarms = _canary_alarms(synth, API_FUNCTION)
+    # THEN one counts the 5xx the new version answered (Lambda counts them as successes)
+    (answered,) = [a for a in alarms if a.get("MetricName") == METRIC_API_SERVER_ERRORS]
+    assert answered["Namespace"] == METRICS_NAMESPACE
+    assert {d["Name"]: d["Value"] for d in answered["Dimensions"]} == {
+        "service": SERVICE_NAME,
+        METRIC_VERSION_DIMENSION: _new_version_of(synth, API_FUNCTION),
+    }
+
+
+def test_a_worker_canary_rolls_back_on_failed_step_attempts(synth: Synth) -> None:
+    # GIVEN the worker's canary alarms
+    alarms = _canary_alarms(synth, STEP_WORKER_FUNCTION)
+    # THEN one counts failed step attempts (reported as batch item failures, which Lambda
+    # counts as successes, long before any message reaches a DLQ)
+    (failures,) = [a for a in alarms if a.get("MetricName") == METRIC_STEP_FAILURES]
+    assert failures["Namespace"] == METRICS_NAMESPACE
+    assert failures["Statistic"] == "Sum"
+    assert failures["Period"] == 60
+
+
+# --- the 29-second wall, concurrency, CORS, logs, data recovery --------------------------
+
+
+def test_a_runs_wait_fits_under_api_gateways_wall(synth: Synth) -> None:
+    # GIVEN the deployed API function: its timeout and the join timeout its settings read
+    _, fn = _function_by_handler(synth, API_FUNCTION.handler)
+    timeout = fn["Properties"]["Timeout"]
+    env = fn["Properties"]["Environment"]["Variables"]
+    join = float(env["LAMBDAGRAPH_JOIN_TIMEOUT_S"])
+    # THEN a cold wait (init, the run's creation, the join, the final read) ends before the
+    # wall, and the function dies before API Gateway gives up on it even after a slow init
+    assert API_COLD_START_S + join + API_REQUEST_WORK_S < API_GATEWAY_TIMEOUT_S
+    assert join + API_REQUEST_WORK_S <= timeout
+    assert API_COLD_START_S + timeout < API_GATEWAY_TIMEOUT_S
+    # AND the local stack's default is the same derived value
+    assert Settings().join_timeout_s == join == API_JOIN_TIMEOUT_S
+    assert float(env["LAMBDAGRAPH_JOIN_POLL_S"]) >= 0.1, "polling is costed in docs/deploy.md"
+
+
+def test_the_worker_reserves_the_concurrency_its_queues_may_use(synth: Synth) -> None:
+    _, fn = _function_by_handler(synth, STEP_WORKER_FUNCTION.handler)
+    reserved = fn["Properties"]["ReservedConcurrentExecutions"]
+    assert reserved >= sum(spec.max_concurrency or 0 for spec in STEP_QUEUES.values())
+    assert reserved == STEP_WORKER_FUNCTION.reserved_concurrency
+
+
+def test_cors_origins_reach_the_api_function_and_gateway_answers(synth: Synth) -> None:
+    # GIVEN a deployment with corsOrigins
+    _, fn = _function_by_handler(synth, API_FUNCTION.handler)
+    env = fn["Properties"]["Environment"]["Variables"]
+    # THEN the function checks them (preflights are answered there, before the API key)
+    assert env["LAMBDAGRAPH_CORS_ORIGINS"] == ",".join(CORS_ORIGINS)
+    # AND preflights reach it: the ANY methods need no API Gateway key nor authorizer
+    for method in synth.resources("AWS::ApiGateway::Method").values():
+        assert method["Properties"]["AuthorizationType"] == "NONE"
+        assert not method["Properties"].get("ApiKeyRequired", False)
+    # AND what API Gateway answers by itself (429, 502, 504) is readable by the page
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]["ResponseParameters"]
+        for r in synth.resources("AWS::ApiGateway::GatewayResponse").values()
+    }
+    assert set(responses) == {"DEFAULT_4XX", "DEFAULT_5XX"}
+    for parameters in responses.values():
+        assert (
+            parameters["gatewayresponse.header.Access-Control-Allow-Origin"]
+            == "method.request.header.Origin"
+        )
+
+
+def test_api_gateways_execution_logs_expire_and_go_with_the_stack(synth: Synth) -> None:
+    rest_api_id = synth.logical_id(synth.stack.api.rest_api)
+    groups = [
+        (logical_id, g)
+        for logical_id, g in synth.resources("AWS::Logs::LogGroup").items()
+        if "API-Gateway-Execution-Logs_" in json.dumps(g["Properties"].get("LogGroupName", ""))
+    ]
+    assert len(groups) == 1
+    logical_id, group = groups[0]
+    assert {"Ref": rest_api_id} in group["Properties"]["LogGroupName"]["Fn::Join"][1]
+    assert group["Properties"]["RetentionInDays"] == LOG_RETENTION_DAYS
+    assert group["DeletionPolicy"] == "Delete"
+    # Created before the stage starts logging (API Gateway would create it first otherwise).
+    (stage,) = synth.resources("AWS::ApiGateway::Stage").values()
+    assert logical_id in stage["DependsOn"]
+
+
+def test_payload_objects_outlive_point_in_time_recovery(synth: Synth) -> None:
+    (bucket,) = synth.resources("AWS::S3::Bucket").values()
+    props = bucket["Properties"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
+    assert rules["KeepForRecovery"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": PITR_DAYS}
+    assert PITR_DAYS >= 35, "DynamoDB point-in-time recovery reaches back 35 days"
 
 
 def test_outputs_name_the_api_url_tables_and_queues(synth: Synth) -> None:
