@@ -168,11 +168,15 @@ class LocalStack:
     def _start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        from infra.local.moto_fidelity import serialise_dynamodb_requests
+
         self._stopping.clear()
         # Settings first: a stack that would not behave like AWS does not start at all.
         timings = self._configure()
         # moto's request log would drown the stack's own; its errors still show.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # Conditional writes atomic, as on DynamoDB (the step claim relies on it).
+        serialise_dynamodb_requests()
         self._moto = ThreadedMotoServer(ip_address=self._host, port=self._moto_port, verbose=False)
         self._moto.start()
         moto_host, moto_port = self._moto.get_host_and_port()

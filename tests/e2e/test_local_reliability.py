@@ -391,3 +391,58 @@ def test_make_run_refuses_bad_faults_and_announces_good_ones() -> None:
         good_output
     )
     assert "step timings (time scale 60): function timeout 5 s, lease 6 s" in good_output
+
+
+# --- moto as DynamoDB ---------------------------------------------------------------------------
+
+
+def _race(writers: list[Any], table: str, key: dict[str, Any]) -> list[str]:
+    """Each writer's outcome when all try the same conditional claim at once."""
+    outcomes: list[str] = []
+    start = threading.Barrier(len(writers))
+
+    def claim(client: Any) -> None:
+        start.wait()
+        try:
+            client.update_item(
+                TableName=table,
+                Key=key,
+                UpdateExpression="SET claimed = :n",
+                ConditionExpression="claimed < :n",
+                ExpressionAttributeValues={":n": {"N": "1"}},
+            )
+            outcomes.append("won")
+        except ClientError as exc:
+            outcomes.append(exc.response["Error"]["Code"])
+
+    threads = [threading.Thread(target=claim, args=(writer,)) for writer in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_racing_conditional_writes_never_both_succeed_on_the_stacks_moto() -> None:
+    # GIVEN the stack's moto and an item that two writers try to claim at once, many times
+    # (plain moto lets both succeed in about 1 race of 40)
+    with stack_with(RecordingHandler()) as stack:
+        table = "claim-race"
+        dynamodb = stack.client("dynamodb")
+        dynamodb.create_table(
+            TableName=table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+        writers = [stack.client("dynamodb"), stack.client("dynamodb")]
+        races = []
+        for trial in range(200):
+            key = {"pk": {"S": f"run-{trial}"}}
+            dynamodb.put_item(TableName=table, Item={**key, "claimed": {"N": "0"}})
+
+            # WHEN both write at the same moment
+            races.append(sorted(_race(writers, table, key)))
+
+    # THEN exactly one write wins every race and the other fails its condition, as on DynamoDB
+    assert {tuple(outcomes) for outcomes in races} == {("ConditionalCheckFailedException", "won")}
