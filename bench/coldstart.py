@@ -5,15 +5,27 @@ Each import runs in a fresh interpreter (median of several runs), with the envir
 Lambda function gets (Powertools variables, resource names, a function name so Powertools'
 Tracer behaves as on Lambda). When a handler misses the goal, ``python -X importtime`` shows
 which modules it imports beyond the baseline and what they cost.
+
+Bytecode: then each handler is imported from a bundle laid out as the Lambda asset is
+(``infra.bundling``: the runtime dependencies, ``functions``, ``graphs``), by the Lambda
+runtime's Python (CPython 3.12), with nothing else on the path and nothing written (``-B``,
+as on the read-only ``/var/task``): once without ``.pyc`` files, as the bundle shipped
+before, once with the unchecked-hash bytecode the build now compiles. The dependencies are
+built for this machine's platform (same requirements, same pip flags but the platform):
+the Lambda asset's arm64 extensions do not load on x86_64.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
+from pathlib import Path
 
 from functions.resources import (
     API_FUNCTION,
@@ -114,6 +126,74 @@ def explain(module: str, env: dict[str, str], baseline: dict[str, int]) -> None:
         print(f"    {package:<32} {us / 1000:7.1f} ms")
 
 
+def _host_pip_args() -> tuple[str, ...]:
+    from infra.bundling import LAMBDA_PYTHON
+
+    machine = platform.machine()
+    return (
+        "--platform",
+        f"manylinux2014_{machine}",
+        "--platform",
+        f"manylinux_2_28_{machine}",
+        "--implementation",
+        "cp",
+        "--python-version",
+        LAMBDA_PYTHON,
+        "--only-binary=:all:",
+    )
+
+
+def _bundle_import_seconds(python: str, tree: Path, module: str, env: dict[str, str]) -> float:
+    out = subprocess.run(
+        # -S: no site-packages (only the bundle), -B: write nothing (read-only /var/task).
+        [python, "-S", "-B", "-c", _TIMER.format(module=module)],
+        env={**env, "PYTHONPATH": str(tree)},
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bytecode_figures(env: dict[str, str]) -> None:
+    """Cold import of each handler from a Lambda-like bundle, without and with bytecode."""
+    from infra.bundling import (
+        LAMBDA_PYTHON,
+        assemble_asset,
+        build_dependencies,
+        compile_bytecode,
+        find_lambda_python,
+    )
+
+    python = find_lambda_python()
+    if python is None:
+        print(f"bytecode: no CPython {LAMBDA_PYTHON} on this machine, figures skipped")
+        return
+    deps = build_dependencies(pip_args=_host_pip_args())
+    with tempfile.TemporaryDirectory(prefix="coldstart-") as scratch:
+        plain = assemble_asset(deps, Path(scratch) / "plain")
+        compiled = Path(scratch) / "compiled"
+        shutil.copytree(plain, compiled)
+        compile_bytecode(compiled, python)
+        print(
+            f"bytecode: handler import from a bundle ({platform.machine()}, CPython "
+            f"{LAMBDA_PYTHON}, read-only), median of {REPEATS}:"
+        )
+        for module in HANDLER_MODULES:
+            without = statistics.median(
+                _bundle_import_seconds(python, plain, module, env) for _ in range(REPEATS)
+            )
+            _bundle_import_seconds(python, compiled, module, env)
+            with_pyc = statistics.median(
+                _bundle_import_seconds(python, compiled, module, env) for _ in range(REPEATS)
+            )
+            print(
+                f"  {module:<34} no .pyc {without * 1000:6.0f} ms   .pyc {with_pyc * 1000:6.0f} ms"
+                f"   saved {(without - with_pyc) * 1000:5.0f} ms ({without / with_pyc:.1f}x)"
+            )
+
+
 def main() -> None:
     env = lambda_environment()
     base = median_import(BASELINE, env)
@@ -131,6 +211,7 @@ def main() -> None:
             explain(module, env, baseline_profile)
     verdict = "PASS" if worst <= GOAL_RATIO else "FAIL"
     print(f"{verdict}: slowest handler import {worst:.2f}x {BASELINE} (goal <= {GOAL_RATIO}x)")
+    bytecode_figures(env)
 
 
 if __name__ == "__main__":

@@ -138,15 +138,21 @@ def runtime_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list
     return list(data["project"]["dependencies"])
 
 
-def _deps_key(requirements: list[str]) -> str:
-    spec = json.dumps({"req": requirements, "pip": PIP_PLATFORM_ARGS})
+def _deps_key(requirements: list[str], pip_args: tuple[str, ...] = PIP_PLATFORM_ARGS) -> str:
+    spec = json.dumps({"req": requirements, "pip": pip_args})
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
-def build_dependencies(requirements: list[str] | None = None) -> Path:
-    """Install the runtime dependencies for Lambda into a cached directory and return it."""
+def build_dependencies(
+    requirements: list[str] | None = None, *, pip_args: tuple[str, ...] = PIP_PLATFORM_ARGS
+) -> Path:
+    """Install the runtime dependencies for Lambda into a cached directory and return it.
+
+    ``pip_args``: another platform (``bench.coldstart`` builds the same dependencies for the
+    machine it runs on, to time imports there).
+    """
     reqs = requirements if requirements is not None else runtime_requirements()
-    target = BUILD_DIR / f"deps-{_deps_key(reqs)}"
+    target = BUILD_DIR / f"deps-{_deps_key(reqs, pip_args)}"
     if (target / ".complete").exists():
         return target
     partial = target.with_name(target.name + ".partial")
@@ -159,7 +165,7 @@ def build_dependencies(requirements: list[str] | None = None) -> Path:
         "--quiet",
         "--disable-pip-version-check",
         "--no-compile",
-        *PIP_PLATFORM_ARGS,
+        *pip_args,
         "--target",
         str(partial),
         *reqs,

@@ -2,8 +2,11 @@
 
 Each request becomes a v1 proxy event; the handler's response dict becomes the HTTP
 response. The adapter enforces nothing the API itself owns (auth, validation, the 1 MiB
-body limit): it only refuses bodies no API Gateway would pass on (over 10 MiB, 413) and,
-like API Gateway, answers 502 when the handler raises.
+body limit, CORS preflights): it only refuses bodies no API Gateway would pass on (over
+10 MiB, 413) and, like API Gateway, answers 502 when the handler raises and 504 when it has
+not answered within the integration timeout (29 s, ``API_GATEWAY_TIMEOUT_S``; the handler
+goes on running, as a Lambda function would). Those answers of its own carry CORS headers
+for an allowed origin (``LAMBDAGRAPH_CORS_ORIGINS``), as the deployed gateway responses do.
 
 Requests are served on threads; the handler itself runs in an execution environment that
 takes one event at a time (``infra.local.environments``).
@@ -28,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from functions.api_cors import allowed_origins, origin_allowed, response_headers
+from functions.resources import API_GATEWAY_TIMEOUT_S
 from infra.local.lambda_context import ACCOUNT_ID
 
 log = logging.getLogger(__name__)
@@ -53,8 +58,10 @@ class ApiGatewayServer:
         host: str = "127.0.0.1",
         port: int = 0,
         local_routes: Mapping[str, LocalRoute] | None = None,
+        integration_timeout_s: float = API_GATEWAY_TIMEOUT_S,
     ) -> None:
         self._invoke = invoke
+        self.integration_timeout_s = integration_timeout_s
         # GET path -> a callable whose result the adapter answers as JSON itself.
         self.local_routes = dict(local_routes or {})
         self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
@@ -83,6 +90,27 @@ class ApiGatewayServer:
         result = self._invoke(event)
         if not isinstance(result, dict) or "statusCode" not in result:
             raise TypeError(f"API handler returned {type(result).__name__} without a statusCode")
+        return result
+
+    def invoke_within_timeout(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The handler's response, or None when it did not answer within the integration
+        timeout (it keeps running on its thread, as Lambda keeps running the function)."""
+        outcome: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                outcome["result"] = self.invoke(event)
+            except Exception as exc:
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=call, name="api-integration", daemon=True)
+        worker.start()
+        worker.join(self.integration_timeout_s)
+        if worker.is_alive():
+            return None
+        if "error" in outcome:
+            raise outcome["error"]
+        result: dict[str, Any] = outcome["result"]
         return result
 
 
@@ -189,6 +217,12 @@ def response_parts(result: dict[str, Any]) -> tuple[int, list[tuple[str, str]], 
     return status, headers, body
 
 
+def _cors_origins() -> frozenset[str]:
+    from functions.settings import get_settings
+
+    return allowed_origins(get_settings().cors_origins)
+
+
 def _make_request_handler(server: ApiGatewayServer) -> type[BaseHTTPRequestHandler]:
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -232,12 +266,24 @@ def _make_request_handler(server: ApiGatewayServer) -> type[BaseHTTPRequestHandl
                 host=self.headers.get("Host", "127.0.0.1"),
             )
             try:
-                status, headers, payload = response_parts(server.invoke(event))
+                result = server.invoke_within_timeout(event)
             except Exception:
                 # API Gateway answers a failed integration with 502; the traceback goes to the log.
                 log.exception("API handler failed on %s %s", self.command, self.path)
                 self._send_json(HTTPStatus.BAD_GATEWAY, {"message": "Internal server error"})
                 return
+            if result is None:
+                log.error(
+                    "API handler did not answer %s %s within %.0f s: 504",
+                    self.command,
+                    self.path,
+                    server.integration_timeout_s,
+                )
+                self._send_json(
+                    HTTPStatus.GATEWAY_TIMEOUT, {"message": "Endpoint request timed out"}
+                )
+                return
+            status, headers, payload = response_parts(result)
             self._send(status, headers, payload)
             log.info(
                 "%s %s -> %d (%.0f ms)",
@@ -286,8 +332,13 @@ def _make_request_handler(server: ApiGatewayServer) -> type[BaseHTTPRequestHandl
             )
 
         def _send_json(self, status: HTTPStatus, payload: Any) -> None:
+            """An answer of the gateway's own (the handler's carry their own headers)."""
             body = json.dumps(payload).encode("utf-8")
-            self._send(int(status), [("Content-Type", "application/json")], body)
+            headers = [("Content-Type", "application/json")]
+            origin = self.headers.get("Origin")
+            if origin_allowed(origin, _cors_origins()):
+                headers += list(response_headers(origin).items())
+            self._send(int(status), headers, body)
 
         def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
             self.send_response(status)

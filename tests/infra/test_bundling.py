@@ -119,3 +119,35 @@ def test_handlers_import_only_what_the_bundle_carries() -> None:
         and not any(canonicalize_name(dist) in closure for dist in owners[module])
     }
     assert not missing, f"handlers import modules the Lambda bundle lacks: {sorted(missing)}"
+
+
+def test_the_bundle_is_compiled_for_the_lambda_runtimes_python(tmp_path: Path) -> None:
+    from infra.bundling import LAMBDA_PYTHON, compile_bytecode, find_lambda_python
+    from infra.constructs.function import RUNTIME
+
+    # GIVEN the interpreter the build compiles with (CPython of the Lambda runtime)
+    assert RUNTIME.name == f"python{LAMBDA_PYTHON}"
+    python = find_lambda_python()
+    if python is None:
+        pytest.skip(f"no CPython {LAMBDA_PYTHON} on this machine (the build warns the same)")
+    # WHEN a package is compiled as the asset is
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("VALUE = 1\n")
+    compile_bytecode(package, python)
+    # THEN it has unchecked-hash bytecode for exactly that Python
+    tag = f"cpython-{LAMBDA_PYTHON.replace('.', '')}"
+    pyc = package / "__pycache__" / f"__init__.{tag}.pyc"
+    flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
+    assert flags == 0b01, "hash-based, unchecked (bit 0 set, bit 1 clear)"
+    # AND that Python runs it without looking at the source (a zip round trip changes
+    # timestamps; /var/task is read-only): an edit after compiling is not seen
+    (package / "__init__.py").write_text("VALUE = 2\n")
+    out = subprocess.run(
+        [python, "-B", "-c", "import pkg; print(pkg.VALUE)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "1"

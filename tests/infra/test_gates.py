@@ -56,3 +56,25 @@ def test_template_has_no_cfn_lint_error(synth: Synth) -> None:
     matches = lint(json.dumps(synth.json), regions=["us-east-1", "eu-west-1"])
     errors = [str(m) for m in matches if m.rule.id.startswith("E")]
     assert errors == []
+
+
+def test_the_pinned_cdk_cli_reads_the_assembly_this_library_writes(synth: Synth) -> None:
+    # GIVEN the CDK CLI pinned in package.json (installed by `npm ci`, as `make synth` does)
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "cdk"
+    if not cli.exists() or shutil.which("node") is None:
+        pytest.skip("the CDK CLI is not installed here (npm ci)")
+    # WHEN it reads the cloud assembly aws-cdk-lib (pinned in pyproject.toml) wrote
+    listed = subprocess.run(
+        [str(cli), "ls", "--app", str(synth.outdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # THEN it understands it (a newer library's schema makes it refuse)
+    assert listed.returncode == 0, listed.stderr
+    assert synth.stack.stack_name in listed.stdout
