@@ -74,6 +74,9 @@ class Pass:
     dlq_messages: int = 0
     injected: dict[str, int] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)  # run id -> its message
+    threads: dict[str, str] = field(default_factory=dict)  # run id -> thread id
+    # run id -> (step, source, next) of each checkpoint, oldest first (for the examples)
+    histories: dict[str, list[tuple[Any, Any, list[str]]]] = field(default_factory=dict)
 
 
 @contextmanager
@@ -154,6 +157,7 @@ def run_pass(label: str, faults: str, runs: int, scale: float, seed: str | None)
             if client.runs.get(threads[run_id], run_id)["status"] not in ACTIVE:
                 active.discard(run_id)
         result.wall_s = last_end - started
+        result.threads = threads
 
         for run_id, thread_id in threads.items():
             try:
@@ -168,6 +172,10 @@ def run_pass(label: str, faults: str, runs: int, scale: float, seed: str | None)
             result.results[run_id] = _messages(client.threads.get_state(thread_id)["values"] or {})
             history = client.threads.get_history(thread_id, limit=1000)
             result.checkpoints[run_id] = len(history)
+            result.histories[run_id] = [
+                ((h["metadata"] or {}).get("step"), (h["metadata"] or {}).get("source"), h["next"])
+                for h in reversed(history)
+            ]
             steps = collections.Counter((h["metadata"] or {}).get("step") for h in history)
             result.repeated_steps[run_id] = sum(count - 1 for count in steps.values())
         result.injected = httpx.get(f"{url}/_local/faults").json()
@@ -213,6 +221,8 @@ class Figures:
     faulty_s: float
     injected: dict[str, int]
     fault_free_problems: int
+    # A few runs behind the non-zero figures, for whoever fixes them.
+    examples: list[str] = field(default_factory=list)
 
     @property
     def overhead(self) -> float:
@@ -224,16 +234,36 @@ def compare(reference: Pass, faulty: Pass) -> Figures:
     # Reference per input text: the fault-free results and checkpoint counts.
     expected = {reference.inputs[r]: r for r in reference.statuses}
     lost = stuck = other = beyond = 0
+    examples: list[str] = []
+
+    def example(kind: str, run_id: str, detail: str) -> None:
+        if sum(e.startswith(kind) for e in examples) < 3:
+            examples.append(
+                f"{kind}: run {run_id} thread {faulty.threads.get(run_id)} "
+                f"input {faulty.inputs[run_id]!r}: {detail}; "
+                f"checkpoints (step, source, next): {faulty.histories.get(run_id)}"
+            )
+
     for run_id, status in faulty.statuses.items():
         if status in ACTIVE:
             stuck += 1
+            example("stuck", run_id, f"status {status}")
             continue
         if status != "success":
             lost += 1
+            example("lost", run_id, f"status {status}")
             continue
         ref = expected[faulty.inputs[run_id]]
         if faulty.results.get(run_id) != reference.results.get(ref):
             other += 1
+            example(
+                "another result",
+                run_id,
+                f"messages {_short(faulty.results.get(run_id))}, fault-free "
+                f"{_short(reference.results.get(ref))}",
+            )
+        if faulty.repeated_steps.get(run_id):
+            example("step run twice", run_id, f"{faulty.repeated_steps[run_id]} repeated")
         beyond += max(0, faulty.checkpoints.get(run_id, 0) - reference.checkpoints.get(ref, 0))
     # The reference itself should be clean; if not, its figures say so.
     reference_problems = sum(
@@ -252,7 +282,12 @@ def compare(reference: Pass, faulty: Pass) -> Figures:
         faulty_s=faulty.wall_s,
         injected=faulty.injected,
         fault_free_problems=reference_problems,
+        examples=examples,
     )
+
+
+def _short(messages: list[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    return [(kind, text[:40]) for kind, text in messages or []]
 
 
 def _commit() -> str:
@@ -292,6 +327,8 @@ def report(figures: Figures, faults: str, scale: float) -> str:
         f"| time, first run started to last run ended | {figures.faulty_s:.1f} s vs "
         f"{figures.fault_free_s:.1f} s fault-free ({figures.overhead:.2f}x) | |",
     ]
+    if figures.examples:
+        lines += ["", "examples:", *(f"- {e}" for e in figures.examples)]
     if figures.fault_free_problems:
         lines.append(f"(the fault-free pass itself had {figures.fault_free_problems} problems)")
     return "\n".join(lines)
@@ -308,7 +345,8 @@ def main() -> None:
     faulty = run_pass("faulty", faults, runs, scale, seed)
     figures = compare(reference, faulty)
     print(report(figures, faults, scale))
-    print(json.dumps({"figures": asdict(figures), "overhead": round(figures.overhead, 2)}))
+    summary = {k: v for k, v in asdict(figures).items() if k != "examples"}
+    print(json.dumps({"figures": summary, "overhead": round(figures.overhead, 2)}))
 
 
 if __name__ == "__main__":
