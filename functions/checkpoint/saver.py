@@ -1133,12 +1133,22 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 state = replace(state, window=dict(state.window))
         if state is not None and state.checkpoint_id != parent:
             state = None  # not the checkpoint this saver last saw: store everything
+        if (
+            state is None
+            and parent is not None
+            and any(ch not in values and ch not in new_versions for ch in versions)
+        ):
+            # A fork, update_state or a put without a read: channels that kept the parent's
+            # version without a value here hold the parent's value, so read the parent once.
+            state = self._parent_state(thread_id, ns, parent)
 
         planned = self._incremental(
             thread_id, ns, state, parent, checkpoint_id, values, versions, new_versions, md
         )
         if planned is None:
-            blobs, new_values, starts = self._full_values(checkpoint_id, values, versions)
+            blobs, new_values, starts = self._full_values(
+                checkpoint_id, values, versions, new_versions, state
+            )
             value_base = checkpoint_id
         else:
             blobs, new_values, starts, value_base = planned
@@ -1157,7 +1167,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         base = _floor(min(value_base, record_start, checkpoint_id))
         if self._expiring(base):
             # Items expire by TTL: re-store everything before what this relies on expires.
-            blobs, new_values, starts = self._full_values(checkpoint_id, values, versions)
+            blobs, new_values, starts = self._full_values(
+                checkpoint_id, values, versions, new_versions, state
+            )
             diff, base, record_start, planned = None, checkpoint_id, checkpoint_id, None
 
         side: dict[str, bytes] = {}
@@ -1265,16 +1277,36 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             }
         }
 
+    def _parent_state(self, thread_id: str, ns: str, parent: str) -> _ThreadState | None:
+        self.get_tuple(
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent}}
+        )
+        with self._lock:
+            state = self._state.get((thread_id, ns))
+            if state is None or state.checkpoint_id != parent:
+                return None
+            return replace(state, window=dict(state.window))
+
     def _full_values(
-        self, checkpoint_id: str, values: dict[str, Any], versions: dict[str, Any]
+        self,
+        checkpoint_id: str,
+        values: dict[str, Any],
+        versions: dict[str, Any],
+        new_versions: ChannelVersions,
+        state: _ThreadState | None,
     ) -> tuple[dict[str, builtins.list[Any]], dict[str, Typed | None], dict[str, str]]:
-        """Every channel's value in full: the checkpoint depends on no other item."""
+        """Every channel's value in full: the checkpoint depends on no other item. A channel
+        that kept the parent's version without a value here (a DeltaChannel between
+        snapshots) holds the parent's value (``state``), as in LangGraph's own savers."""
         blobs: dict[str, builtins.list[Any]] = {}
         new_values: dict[str, Typed | None] = {}
         starts: dict[str, str] = {}
         for channel in versions:
-            if channel in values:
-                typed = self.serde.dumps_typed(values[channel])
+            inherited = None
+            if channel not in values and channel not in new_versions and state is not None:
+                inherited = state.values.get(channel)
+            if channel in values or inherited is not None:
+                typed = inherited or self.serde.dumps_typed(values[channel])
                 new_values[channel] = typed
                 blobs[channel] = [FULL, codec.type_code(typed[0]), typed[1]]
                 starts[channel] = checkpoint_id

@@ -241,6 +241,40 @@ def test_value_over_the_item_limit_without_a_bucket_says_what_to_do(
         _put(saver, "t-nobucket", {"huge": _big(500_000)})
 
 
+def test_a_channel_keeping_its_version_without_a_value_holds_the_parents_value(
+    saver: DynamoDBSaver,
+) -> None:
+    # GIVEN a checkpoint whose "notes" hold a value at version 1, and a child put by another
+    # saver (a fork, update_state) that keeps notes at version 1 without giving its value,
+    # as LangGraph does for a DeltaChannel between snapshots; the same on InMemorySaver
+    memory = InMemorySaver()
+    children = []
+    for writer in (saver, memory):
+        parent = _put(writer, "t-kept", {"notes": ["n" * 700], "n": 1})
+        reader = _fresh(saver) if writer is saver else memory
+        children.append(
+            _put(
+                reader,
+                "t-kept",
+                {"n": 2},
+                parent=parent,
+                step=1,
+                new=["n"],
+                versions={"notes": 1, "n": 2},
+            )
+        )
+
+    # WHEN the child is read back
+    ours = _fresh(saver).get_tuple(_config("t-kept", children[0]))
+    theirs = memory.get_tuple(_config("t-kept", children[1]))
+
+    # THEN it holds notes at version 1, as InMemorySaver (and LangGraph's savers) give it
+    assert ours is not None
+    assert theirs is not None
+    assert theirs.checkpoint["channel_values"] == {"notes": ["n" * 700], "n": 2}
+    assert ours.checkpoint["channel_values"] == theirs.checkpoint["channel_values"]
+
+
 # ------------------------------------------------------------------------- list
 
 
