@@ -8,7 +8,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 # pytest workers: the suite is I/O bound on moto; two cores on CI.
 PYTEST_WORKERS ?= auto
 
-.PHONY: install run test lint bench synth deploy destroy clean
+.PHONY: install run test lint bench synth deploy destroy clean aws-calls
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: install
 
 test: install
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# IAM coverage (tests/aws_calls.py): rerun the suite recording every AWS call each function
+# makes and rewrite tests/infra/aws_calls.json, which the template is checked against.
+aws-calls: install
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --aws-calls-update
 
 lint: install
 	$(BIN)/ruff check functions graphs infra tests bench
@@ -41,10 +46,15 @@ LOG_LEVEL ?= INFO
 ALARM_EMAIL ?=
 RETAIN_DATA ?= true
 STACK_NAME ?= LambdaGraph
+# Origins whose pages may call the API (CORS), comma-separated; * for any.
+CORS_ORIGINS ?=
 CDK_CONTEXT = -c ttlDays=$(TTL_DAYS) -c logLevel=$(LOG_LEVEL) -c retainData=$(RETAIN_DATA) \
-	-c stackName=$(STACK_NAME) $(if $(ALARM_EMAIL),-c alarmEmail=$(ALARM_EMAIL))
+	-c stackName=$(STACK_NAME) $(if $(ALARM_EMAIL),-c alarmEmail=$(ALARM_EMAIL)) \
+	$(if $(CORS_ORIGINS),-c corsOrigins=$(CORS_ORIGINS))
 
 node_modules/.package-lock.json: package.json package-lock.json
+	@node -e 'process.exit(+process.versions.node.split(".")[0] < 22)' || \
+		echo "WARNING: Node.js $$(node --version) is end of life for jsii/CDK: use Node.js 22 or 24" >&2
 	npm ci --no-audit --no-fund
 	touch $@
 

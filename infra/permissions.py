@@ -72,7 +72,8 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     ),
     # Claims, runs and their endings (runtime table: a rolled-back run's record is deleted),
     # one superstep (checkpoints, large values in the bucket), the next step message on any
-    # priority. Receiving is the event source's (infra/constructs/worker.py).
+    # priority, and a message put back with a delay (rate limit, a busy thread) by changing
+    # its visibility. Receiving is the event source's (infra/constructs/worker.py).
     STEP_WORKER_FUNCTION.logical_id: (
         Access(
             Target.RUNTIME_TABLE,
@@ -81,7 +82,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         _CHECKPOINT_TABLE,
         _LIST_PAYLOADS,
         Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
-        _SEND_STEPS,
+        Access(Target.STEP_QUEUES, ("sqs:SendMessage", "sqs:ChangeMessageVisibility")),
     ),
     # Expired leases through the sharded lease index (gsi1), re-queued steps, and unfinished
     # run endings, a rollback among them (it reads and rewrites or deletes checkpoints; it

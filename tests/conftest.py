@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["pytester"]
+# tests.aws_calls: every AWS call each function makes, checked against tests/infra/aws_calls.json
+# (IAM coverage; ``make aws-calls`` regenerates it).
+pytest_plugins = ["pytester", "tests.aws_calls"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

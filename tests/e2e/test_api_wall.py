@@ -17,11 +17,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import pytest
 
-from functions.resources import API_GATEWAY_TIMEOUT_S, API_JOIN_POLL_S, API_JOIN_TIMEOUT_S
+from functions.resources import (
+    API_COLD_START_S,
+    API_GATEWAY_TIMEOUT_S,
+    API_JOIN_POLL_S,
+    API_JOIN_TIMEOUT_S,
+)
 
 from .api_stack import running
 from .conftest import free_port
@@ -45,20 +51,39 @@ def idle_stack() -> Iterator[str]:
         yield url
 
 
-def _post(url: str, body: Any, timeout_s: float = 60) -> tuple[int, Any, dict[str, str], float]:
+def _post(url: str, body: Any, timeout_s: float = 60) -> tuple[int, Any, dict[str, str]]:
+    """(status, body, headers) of a POST with the API key."""
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
         method="POST",
         headers={"x-api-key": KEY, "Content-Type": "application/json"},
     )
-    started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             payload = json.loads(response.read() or b"null")
-            return response.status, payload, dict(response.headers), time.monotonic() - started
+            return response.status, payload, dict(response.headers)
     except urllib.error.HTTPError as error:
-        return error.code, error.read().decode(), {}, time.monotonic() - started
+        return error.code, error.read().decode(), {}
+
+
+def _get(url: str) -> Any:
+    request = urllib.request.Request(url, headers={"x-api-key": KEY})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _timed_wait(url: str, body: Any) -> dict[str, Any]:
+    sent = time.time()
+    started = time.monotonic()
+    status, values, headers = _post(url, body)
+    return {
+        "sent": sent,
+        "seconds": time.monotonic() - started,
+        "status": status,
+        "values": values,
+        "headers": headers,
+    }
 
 
 def test_a_cold_wait_for_a_run_longer_than_the_join_answers_before_the_wall(
@@ -71,25 +96,37 @@ def test_a_cold_wait_for_a_run_longer_than_the_join_answers_before_the_wall(
         "input": {"messages": [{"role": "user", "content": "I want a refund"}]},
     }
 
-    # WHEN both are waited for at once (the second one lands on a cold environment)
+    # WHEN both are waited for at once (the second lands on a new environment: a cold start)
     with ThreadPoolExecutor(2) as pool:
         waits = list(
-            pool.map(lambda tid: _post(f"{idle_stack}/threads/{tid}/runs/wait", body), threads)
+            pool.map(
+                lambda tid: _timed_wait(f"{idle_stack}/threads/{tid}/runs/wait", body), threads
+            )
         )
 
-    # THEN each answers 200 before API Gateway's wall, after waiting the whole join
-    for status, values, headers, seconds in waits:
-        print(f"runs/wait answered {status} in {seconds:.1f} s")
-        assert status == 200, values
-        assert API_JOIN_TIMEOUT_S <= seconds < API_GATEWAY_TIMEOUT_S, seconds
-        # AND with the run as it is: still pending, nothing computed yet
-        assert values == {}
-        run_path = headers["Content-Location"]
-        with urllib.request.urlopen(
-            urllib.request.Request(f"{idle_stack}{run_path}", headers={"x-api-key": KEY}),
-            timeout=10,
-        ) as response:
-            assert json.loads(response.read())["status"] == "pending"
+    # THEN each answers 200 before API Gateway's wall, after waiting the whole join, with the
+    # run as it is (still pending, nothing computed yet)
+    too_slow = []
+    for thread_id, wait in zip(threads, waits, strict=True):
+        (run,) = _get(f"{idle_stack}/threads/{thread_id}/runs")
+        # From the request to the run's creation: the init (when cold) and the creation.
+        init_s = datetime.fromisoformat(run["created_at"]).timestamp() - wait["sent"]
+        print(f"runs/wait: {wait['status']} in {wait['seconds']:.1f} s (init {init_s:.1f} s)")
+        if wait["status"] != 200 and init_s > API_COLD_START_S:
+            # The budget allows a Lambda cold start of API_COLD_START_S; this machine's took
+            # longer (a loaded CI box), which says nothing about the deployed budget.
+            too_slow.append(init_s)
+            continue
+        assert wait["status"] == 200, wait["values"]
+        assert API_JOIN_TIMEOUT_S <= wait["seconds"] < API_GATEWAY_TIMEOUT_S, wait["seconds"]
+        assert wait["values"] == {}
+        assert wait["headers"]["Content-Location"].endswith(run["run_id"])
+        assert run["status"] == "pending"
+    if too_slow:
+        pytest.skip(
+            f"a local cold start took {max(too_slow):.1f} s, over the {API_COLD_START_S} s "
+            "the budget allows a Lambda one: the machine is too loaded to tell"
+        )
 
 
 def test_the_local_gateway_answers_504_at_its_integration_timeout_readable_by_pages(
