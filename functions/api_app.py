@@ -21,7 +21,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.api_responses import declare_responses
 from functions.errors import InfrastructureError, LambdagraphError
@@ -36,12 +36,8 @@ from functions.models import (
     ThreadPatch,
     ThreadSearch,
 )
-from functions.resources import (
-    METRIC_API_SERVER_ERRORS,
-    METRIC_VERSION_DIMENSION,
-    METRICS_NAMESPACE,
-    SERVICE_NAME,
-)
+from functions.release_metrics import count_for_version, function_version
+from functions.resources import METRIC_API_SERVER_ERRORS
 from functions.runs import RunService
 from functions.threads import ThreadService
 
@@ -136,15 +132,7 @@ def count_server_error(context: Any) -> None:
     own dimensions; the total goes out with the invocation's other metrics.
     """
     metrics.add_metric(name=METRIC_API_SERVER_ERRORS, unit=MetricUnit.Count, value=1)
-    version = str(getattr(context, "function_version", None) or "$LATEST")
-    with single_metric(
-        name=METRIC_API_SERVER_ERRORS,
-        unit=MetricUnit.Count,
-        value=1,
-        namespace=METRICS_NAMESPACE,
-        default_dimensions={"service": SERVICE_NAME, METRIC_VERSION_DIMENSION: version},
-    ):
-        pass
+    count_for_version(METRIC_API_SERVER_ERRORS, function_version(context))
 
 
 def unavailable_response(context: Any) -> Response[Any]:
