@@ -244,10 +244,18 @@ class StepWorker:
         started = time.perf_counter()
         with _Heartbeat(self, run, token, message, delivery):
             retry = run.claimed_step == message.step
-            result = self._already_done(graph, run, message) if retry else None
-            if result is None:
+            done = self._already_done(graph, run, message) if retry else None
+            if isinstance(done, StepResult):
+                result = done
+            else:
+                graph_input, config = self._input_and_config(run, message)
+                if done == RESUME:
+                    # The crashed attempt applied the input and got partway through the
+                    # first step: go on from its checkpoint, without applying it again.
+                    graph_input = None
+                    config["configurable"].pop("checkpoint_id", None)
                 try:
-                    result = run_superstep(graph, *self._input_and_config(run, message))
+                    result = run_superstep(graph, graph_input, config)
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as exc:
@@ -324,13 +332,31 @@ class StepWorker:
             return Command(**kwargs["command"]), config
         return kwargs.get("input"), config
 
-    def _already_done(self, graph: Any, run: RunRecord, message: StepMessage) -> StepResult | None:
-        """On a retry: the outcome of the crashed attempt if its checkpoint was written."""
+    def _already_done(
+        self, graph: Any, run: RunRecord, message: StepMessage
+    ) -> StepResult | str | None:
+        """On a retry: the outcome of the crashed attempt if it finished its superstep,
+        ``RESUME`` if it got partway through the first step, None if it wrote nothing."""
         snapshot = graph.get_state(thread_config(run.thread_id))
         head = snapshot.config.get("configurable", {}).get("checkpoint_id")
         made_by_run = (snapshot.metadata or {}).get("run_id") == run.run_id
         if not head or head == message.checkpoint_id or not made_by_run:
             return None
+        has_interrupts = any(t.interrupts for t in snapshot.tasks)
+        # The first step writes several checkpoints: the input's, the one after
+        # ``__start__``, then the first node's. Only the last one means it was done.
+        partial_first = (
+            message.step == 1
+            and snapshot.next
+            and not has_interrupts
+            and (
+                _is_input(snapshot.metadata)
+                or _is_input(_metadata(graph, snapshot.parent_config), run.run_id)
+            )
+        )
+        if partial_first:
+            logger.info("retried first step had applied its input; resuming it")
+            return RESUME
         logger.info("retried step had already completed; not running it again")
         from functions.jsonable import interrupt_to_api, to_jsonable
 
@@ -411,6 +437,25 @@ class StepWorker:
             return "deleted"
         logger.warning("lost the claim while running the step")
         return "lost"
+
+
+# ``_already_done``: the crashed attempt got partway through the first step.
+RESUME = "resume"
+
+
+def _metadata(graph: Any, config: Any) -> dict[str, Any]:
+    if not config:
+        return {}
+    found = graph.checkpointer.get_tuple(config)
+    return dict(found.metadata or {}) if found is not None else {}
+
+
+def _is_input(metadata: Any, run_id: str | None = None) -> bool:
+    """Whether checkpoint metadata is an input checkpoint (of run ``run_id``, if given)."""
+    metadata = metadata or {}
+    if metadata.get("source") != "input":
+        return False
+    return run_id is None or metadata.get("run_id") == run_id
 
 
 def _recursion_limit(run: RunRecord) -> int:
