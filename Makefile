@@ -8,7 +8,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 # pytest workers: the suite is I/O bound on moto; two cores on CI.
 PYTEST_WORKERS ?= auto
 
-.PHONY: install run test lint bench synth deploy destroy clean aws-calls
+.PHONY: install run test crashpoints lint bench synth deploy destroy clean aws-calls
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: install
 # makes and rewrite tests/infra/aws_calls.json, which the template is checked against.
 aws-calls: install
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --aws-calls-update
+
+# Every crash point of the run path replayed (tests/crashpoints; ~15 min on 2 cores).
+crashpoints: install
+	LAMBDAGRAPH_CRASHPOINTS=1 $(BIN)/pytest -n $(PYTEST_WORKERS) tests/crashpoints
 
 lint: install
 	$(BIN)/ruff check functions graphs infra tests bench
