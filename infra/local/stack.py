@@ -194,6 +194,14 @@ class LocalStack:
         self._set_env(self.resources.env)
         if not timings.lease_from_env:
             self._set_env({LEASE_ENV: f"{timings.steps.lease_s:g}"})
+        # The heartbeat renews a message's visibility to this; a step nobody claimed is
+        # re-sent by housekeeping after it: both on the scaled clock.
+        self._set_env(
+            {
+                "LAMBDAGRAPH_VISIBILITY_TIMEOUT_S": str(timings.visibility_timeout_s),
+                "LAMBDAGRAPH_RESEND_AFTER_S": str(timings.visibility_timeout_s),
+            }
+        )
         self._refresh_settings()
 
         api_path = self._api_handler_path or API_FUNCTION.handler
