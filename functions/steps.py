@@ -38,6 +38,7 @@ from functions.errors import InfrastructureError, NotFoundError
 from functions.executor import StepResult, run_superstep, thread_config
 from functions.graph_loader import load_graph
 from functions.queues import StepMessage
+from functions.release_metrics import count_for_version
 from functions.resources import METRIC_STEP_FAILURES
 from functions.runs import RunService
 from functions.store import Claim, RunRecord
@@ -82,6 +83,8 @@ class Delivery:
     receive_count: int = 1
     sent_at_ms: int | None = None
     receipt_handle: str | None = None
+    # The Lambda function version handling it (a canary release's alarms count per version).
+    version: str = "$LATEST"
 
 
 class _Heartbeat:
@@ -180,6 +183,7 @@ class StepWorker:
             # The step failed outside the graph's nodes (AWS, an unreadable checkpoint, a
             # failing rollback): retried, as many times as the run allows.
             metrics.add_metric(name=METRIC_STEP_FAILURES, unit=MetricUnit.Count, value=1)
+            count_for_version(METRIC_STEP_FAILURES, delivery.version)
             run = claim.run
             if claim.attempt >= self.settings.max_step_attempts:
                 logger.error("step failed on its last attempt; the run ends", exc_info=exc)

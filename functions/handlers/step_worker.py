@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from functions.queues import StepMessage, StepQueues
+from functions.release_metrics import function_version
 from functions.runs import RunService
 from functions.settings import get_settings
 from functions.steps import Delivery, StepWorker
@@ -67,6 +68,7 @@ def handler(
             receive_count=int(attributes.approximate_receive_count or 1),
             sent_at_ms=int(attributes.sent_timestamp) if attributes.sent_timestamp else None,
             receipt_handle=record.receipt_handle,
+            version=function_version(context),
         )
         outcome = step_worker.process(message, delivery)
         logger.info("step handled", extra={"outcome": outcome})

@@ -270,7 +270,9 @@ class Monitoring(Construct):
                 "StepFailuresDuringRelease",
                 "Step attempts failed (the worker reports them as batch item failures, which "
                 "Lambda counts as success; rolls a worker canary back)",
-                engine_metric(METRIC_STEP_FAILURES, "Sum"),
+                engine_metric(
+                    METRIC_STEP_FAILURES, "Sum", version=worker.function.current_version.version
+                ),
             )
         )
         return alarms

@@ -572,6 +572,11 @@ def test_a_worker_canary_rolls_back_on_failed_step_attempts(synth: Synth) -> Non
     assert failures["Namespace"] == METRICS_NAMESPACE
     assert failures["Statistic"] == "Sum"
     assert failures["Period"] == 60
+    # AND only the version being released counts (the old one's failures are not its fault)
+    assert {d["Name"]: d["Value"] for d in failures["Dimensions"]} == {
+        "service": SERVICE_NAME,
+        METRIC_VERSION_DIMENSION: _new_version_of(synth, STEP_WORKER_FUNCTION),
+    }
 
 
 # --- the 29-second wall, concurrency, CORS, logs, data recovery --------------------------
