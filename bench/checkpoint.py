@@ -28,6 +28,7 @@ import operator
 import os
 import socket
 import statistics
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -262,9 +263,12 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any], steps: int) -> Any:
 
 
 def run_scenario(
-    meter: Meter, make_saver: Callable[[], BaseCheckpointSaver[Any]], steps: int
+    meter: Meter,
+    make_saver: Callable[[], BaseCheckpointSaver[Any]],
+    steps: int,
+    between: Callable[[], None] = lambda: None,
 ) -> list[StepCost]:
-    """One superstep per invocation; returns the cost of each."""
+    """One superstep per invocation (``between`` runs after each); returns their costs."""
     meter.steps = []
     config = {"configurable": {"thread_id": f"bench-{uuid.uuid4()}"}}
     inputs: dict[str, Any] | None = {"messages": [], "constant": _random_text(CONSTANT_CHARS)}
@@ -277,6 +281,7 @@ def run_scenario(
         ):
             pass
         meter.stop()
+        between()
         inputs = None
     final = build_graph(make_saver(), steps).get_state(config)
     if len(final.values["messages"]) != steps:
@@ -375,6 +380,8 @@ def main() -> None:
             finally:
                 _TEXT = _random_text
             _print_english(*english)
+        if os.environ.get("BENCH_SKIP_TTL") != "1":
+            _print_ttl(meter, on)
         if os.environ.get("BENCH_SKIP_LONG") != "1":
             _print_long(run_scenario(meter, _ours(meter), LONG_STEPS))
     finally:
@@ -457,6 +464,52 @@ def _print_english(off: list[StepCost], on: list[StepCost], anchor: list[StepCos
             f"RCU {t['RCU (total, strong)']:>4.0f}   "
             f"KB written at step {STEPS}: {t[f'KB written at step {STEPS}']:.2f}   "
             f"KB read at step {STEPS}: {t[f'KB read at step {STEPS}']:.1f}"
+        )
+
+
+class _Clock:
+    """Simulated time for the savers' TTL: moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+TTL_DAYS = 7  # the saver's margin for it: one day
+TTL_GAP_HOURS = 2
+
+
+def _print_ttl(meter: Meter, off: list[StepCost]) -> None:
+    """What retention costs: the same 60 steps with ttl_seconds set, back to back and spread
+    over five days (a step every 2 hours, on a simulated clock), against TTL off."""
+    ttl = TTL_DAYS * 86400
+    back_to_back = run_scenario(meter, _ours(meter, ttl_seconds=ttl), STEPS)
+    clock = _Clock()
+
+    def later() -> None:
+        clock.now += TTL_GAP_HOURS * 3600
+
+    spread = run_scenario(meter, _ours(meter, ttl_seconds=ttl, clock=clock), STEPS, later)
+    print(
+        f"\nRetention (compression on, {STEPS} steps): ttl_seconds = {TTL_DAYS} days "
+        "(items carry a ttl; a step more than a day after what it would be rebuilt from "
+        "stores its checkpoint in full)"
+    )
+    rows = (
+        ("TTL off (default)", off),
+        ("TTL on, steps back to back", back_to_back),
+        (f"TTL on, a step every {TTL_GAP_HOURS} h", spread),
+    )
+    for name, costs in rows:
+        t = _totals(costs)
+        full = sum(1 for c in costs[1:] if c.bytes_written > 4 * 1024)
+        print(
+            f"  {name:<28} req/step max {t['requests/step (max)']:.0f} "
+            f"mean {t['requests/step (mean)']:.2f}   WCU {t['WCU (total)']:>4.0f}   "
+            f"RCU {t['RCU (total, strong)']:>4.0f}   KB written {t['KB written (total)']:>6.1f}   "
+            f"checkpoints stored in full after step 1: {full}"
         )
 
 

@@ -40,7 +40,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
@@ -124,6 +124,10 @@ _BASE_EVERY = 8
 _CACHED_THREADS = 256
 # Items a known window may have gained since this saver last saw it (other writers' writes).
 _WINDOW_SLACK = 2
+# With a TTL, items are written to expire ttl_seconds + a margin after they were written,
+# and put() compacts rather than rebuild from items written more than the margin ago: what
+# a head is rebuilt from then lives at least ttl_seconds past the head (see _ttl_margin).
+_TTL_MARGIN_MAX_S = 86400.0
 # How long put() waits for a concurrent put_writes() to register (see _await_writes).
 _AWAIT_WRITES_S = 0.025
 
@@ -205,6 +209,8 @@ class _ThreadState:
     resolved: _Resolved
     window: dict[str, int]  # sort key suffix -> item size, for the items from base up
     base_age: int = 0  # records since the last one that stored its base explicitly
+    # sort key suffix -> the item's ``ttl`` (epoch seconds), for window items that have one
+    expires: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -239,6 +245,7 @@ class _Items:
         self.records: dict[str, CheckpointRecord] = {}
         self.resolved: dict[str, _Resolved] = {}
         self.sizes: dict[str, int] = {}  # sort key suffix -> item size
+        self.expires: dict[str, int] = {}  # sort key suffix -> ttl, for items with one
         self.writes: dict[str, list[StoredWrite]] = {}
         self.order: list[str] = []  # checkpoint ids, newest first
         self.sort_keys: list[str] = []  # every sort key read, newest first
@@ -273,9 +280,12 @@ class _Items:
             params["ExclusiveStartKey"] = self._last_key
         self._started = True
         response = self.saver._query(params)
-        now = int(time.time())
+        # A checkpoint is gone once the retention after its write has passed (its ttl less
+        # the margin the saver writes with). Items it is rebuilt from are used whatever their
+        # own ttl: put() keeps them alive at least as long (see DynamoDBSaver._ttl_margin).
+        hide_before = self.saver._clock() + self.saver._ttl_margin
         for item in response.get("Items", []):
-            self._add(item, now)
+            self._add(item, hide_before)
         self._last_key = response.get("LastEvaluatedKey")
         if self._last_key is None:
             self.exhausted = True
@@ -311,20 +321,23 @@ class _Items:
             else None
         )
 
-    def _add(self, item: dict[str, Any], now: int) -> None:
+    def _add(self, item: dict[str, Any], hide_before: float) -> None:
         sk: str = item[_SK]["S"]
         self.sort_keys.append(sk)
-        if _TTL in item and int(item[_TTL]["N"]) < now:
-            return  # expired; DynamoDB deletes it within days, readers must not see it
         rest = sk[len(self.prefix) :]
         data: bytes = item[_DATA]["B"]
         self.sizes[rest] = _item_size(self.thread_id, sk, data)
+        expired = False
+        if _TTL in item:
+            self.expires[rest] = int(item[_TTL]["N"])
+            expired = self.expires[rest] < hide_before
         parts = rest.split(SEP)
         checkpoint_id = parts[0]
         try:
             if len(parts) == 1:
                 self.records[checkpoint_id] = CheckpointRecord.decode(data)
-                self.order.append(checkpoint_id)
+                if not expired:  # past its retention: not listed, still a parent to rebuild from
+                    self.order.append(checkpoint_id)
             else:
                 self.writes.setdefault(checkpoint_id, []).extend(
                     codec.decode_writes(parts[1], data, rest)
@@ -351,8 +364,10 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         bucket_name: S3 bucket for values too large for an item (optional).
         endpoint_url: AWS endpoint override (moto locally); default: boto3's own resolution.
         region_name: AWS region; default: boto3's own resolution.
-        ttl_seconds: when set, every item expires this long after it was written (the
-            table's TTL attribute ``ttl``); ``setup()`` adds a matching S3 lifecycle rule.
+        ttl_seconds: when set, a thread stays readable for this long after its last write,
+            then it is gone: DynamoDB (TTL attribute ``ttl``) and S3 (a lifecycle rule that
+            ``setup()`` adds) delete its items within a margin after that (half of it, at
+            most a day; see docs/checkpointer.md "Retention").
         read_items: items the first read of a checkpoint asks for; ``put`` compacts before a
             checkpoint's items outgrow it, so one read returns everything.
         compress_min_bytes: serialized values at least this long are stored deflated
@@ -360,6 +375,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             Text, JSON and tool output usually shrink 2-4x; items are billed per KB.
         serde: LangGraph serializer (default ``JsonPlusSerializer``).
         dynamodb_client / s3_client: injected clients (tests, instrumentation).
+        clock: the time source for TTLs (epoch seconds; default ``time.time``).
 
     Example:
         ```python
@@ -383,6 +399,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         boto_config: Config | None = None,
         dynamodb_client: Any | None = None,
         s3_client: Any | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if ttl_seconds is not None and ttl_seconds <= 0:
@@ -392,6 +409,10 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         self.table_name = table_name
         self.bucket_name = bucket_name
         self.ttl_seconds = ttl_seconds
+        self._clock: Callable[[], float] = clock or time.time
+        self._ttl_margin = (
+            min(ttl_seconds / 2, _TTL_MARGIN_MAX_S) if ttl_seconds is not None else 0.0
+        )
         self.read_items = read_items
         if compress_min_bytes is not None and compress_min_bytes < 0:
             raise ValueError("compress_min_bytes must be >= 0 (or None: never compress)")
@@ -456,7 +477,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         if self.ttl_seconds is not None:
             # S3 expires by whole days: round up, so no object expires before the items
             # that reference it.
-            days = max(1, math.ceil(self.ttl_seconds / 86400))
+            days = max(1, math.ceil((self.ttl_seconds + self._ttl_margin) / 86400))
             self.s3.put_bucket_lifecycle_configuration(
                 Bucket=self.bucket_name,
                 LifecycleConfiguration={
@@ -565,10 +586,16 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             CopySource={"Bucket": self.bucket_name, "Key": source},
         )
 
-    def _ttl_attr(self) -> dict[str, Any]:
+    def _expiry(self, now: float) -> int | None:
+        """The ``ttl`` of an item written at ``now``: the retention plus the margin within
+        which later checkpoints may still be rebuilt from it (see put())."""
         if self.ttl_seconds is None:
-            return {}
-        return {_TTL: {"N": str(int(time.time()) + self.ttl_seconds)}}
+            return None
+        return math.ceil(now + self.ttl_seconds + self._ttl_margin)
+
+    @staticmethod
+    def _ttl_attr(expiry: int | None) -> dict[str, Any]:
+        return {} if expiry is None else {_TTL: {"N": str(expiry)}}
 
     # ------------------------------------------------------------ key helpers
 
@@ -882,6 +909,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         }
         if remember:
             window = {sk: size for sk, size in items.sizes.items() if sk >= base}
+            expires = {sk: ttl for sk, ttl in items.expires.items() if sk >= base}
             state = _ThreadState(
                 checkpoint_id=checkpoint_id,
                 base=base,
@@ -890,6 +918,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 resolved=resolved,
                 window=window,
                 base_age=base_age,
+                expires=expires,
             )
             batch = _WriteBatch(writes=list(writes), ok=True)
             batch.done.set()
@@ -1125,12 +1154,16 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         # next put(), while LangGraph (another thread, even) keeps using its own objects.
         md = copy.deepcopy(dict(get_checkpoint_metadata(config, metadata)))
         updated = checkpoint.get("updated_channels")
+        # Taken before anything is stored, so nothing written for this checkpoint (its S3
+        # objects included) was created before the time its expiry counts from.
+        now = self._clock()
+        expiry = self._expiry(now)
 
         with self._lock:
             state = self._state.get((thread_id, ns))
             if state is not None:
                 # put_writes() may add to the window concurrently: work on a copy.
-                state = replace(state, window=dict(state.window))
+                state = replace(state, window=dict(state.window), expires=dict(state.expires))
         if state is not None and state.checkpoint_id != parent:
             state = None  # not the checkpoint this saver last saw: store everything
         if (
@@ -1165,8 +1198,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     diff = None
         record_start = state.resolved.record_start if diff is not None and state else checkpoint_id
         base = _floor(min(value_base, record_start, checkpoint_id))
-        if self._expiring(base):
-            # Items expire by TTL: re-store everything before what this relies on expires.
+        if self._expiring(state, base, now):
+            # What this would be rebuilt from expires before this checkpoint's retention
+            # ends: store it in full, so it relies on nothing older (see _expiring).
             blobs, new_values, starts = self._full_values(
                 checkpoint_id, values, versions, new_versions, state
             )
@@ -1222,7 +1256,12 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         sort_key = _prefix(ns) + checkpoint_id
         target = _Target(thread_id, ns, f"checkpoint {checkpoint_id!r}")
         data = self._encode_record(target, checkpoint_id, record, sort_key)
-        item = {_PK: {"S": thread_id}, _SK: {"S": sort_key}, _DATA: {"B": data}, **self._ttl_attr()}
+        item = {
+            _PK: {"S": thread_id},
+            _SK: {"S": sort_key},
+            _DATA: {"B": data},
+            **self._ttl_attr(expiry),
+        }
         if side:
             # One request still: the checkpoint and its side items in one batch.
             side_items = [
@@ -1230,17 +1269,21 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     _PK: {"S": thread_id},
                     _SK: {"S": f"{ns}{SIDE_SEP}{checkpoint_id}{SEP}{channel}"},
                     _DATA: {"B": value},
-                    **self._ttl_attr(),
+                    **self._ttl_attr(expiry),
                 }
                 for channel, value in side.items()
             ]
             self._batch_write([{"PutRequest": {"Item": i}} for i in [*side_items, item]])
         else:
             self._put_item(item)
-        window = {}
+        window: dict[str, int] = {}
+        expires: dict[str, int] = {}
         if planned is not None and state is not None:
             window = {sk: size for sk, size in state.window.items() if sk >= base}
+            expires = {sk: ttl for sk, ttl in state.expires.items() if sk >= base}
         window[checkpoint_id] = _item_size(thread_id, sort_key, data)
+        if expiry is not None:
+            expires[checkpoint_id] = expiry
         resolved = _Resolved(
             versions=versions,
             seen=seen,
@@ -1256,6 +1299,9 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 window.update(
                     {sk: size for sk, size in current.window.items() if sk > checkpoint_id}
                 )
+                expires.update(
+                    {sk: ttl for sk, ttl in current.expires.items() if sk > checkpoint_id}
+                )
             self._remember(
                 thread_id,
                 ns,
@@ -1267,6 +1313,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     resolved=resolved,
                     window=window,
                     base_age=state.base_age + 1 if inherit and state is not None else 0,
+                    expires=expires,
                 ),
             )
         return {
@@ -1285,7 +1332,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             state = self._state.get((thread_id, ns))
             if state is None or state.checkpoint_id != parent:
                 return None
-            return replace(state, window=dict(state.window))
+            return replace(state, window=dict(state.window), expires=dict(state.expires))
 
     def _full_values(
         self,
@@ -1415,12 +1462,16 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         md_diff = {k: v for k, v in md.items() if k not in prev.metadata or prev.metadata[k] != v}
         return versions_diff, seen_diff, md_diff
 
-    def _expiring(self, base: str) -> bool:
-        """With a TTL, items older than half of it are re-stored before they expire."""
-        if self.ttl_seconds is None:
+    def _expiring(self, state: _ThreadState | None, base: str, now: float) -> bool:
+        """With a TTL: would this checkpoint be rebuilt from an item that expires before the
+        checkpoint's own retention ends (``now + ttl_seconds``)? Items are written to live
+        the retention plus a margin, so this is "an item written more than the margin ago"
+        (or one written under a shorter TTL); the checkpoint is then stored in full. After a
+        thread's last write, everything its head needs outlives the head's retention."""
+        if self.ttl_seconds is None or state is None:
             return False
-        written = _uuid6_seconds(base.split(SEP, 1)[0])
-        return written is None or time.time() - written > self.ttl_seconds / 2
+        readable_until = now + self.ttl_seconds
+        return any(ttl < readable_until for sk, ttl in state.expires.items() if sk >= base)
 
     @staticmethod
     def _delta_entry(
@@ -1529,6 +1580,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                     data=data,
                 )
             )
+        expiry = self._expiry(self._clock())  # before any S3 object is created
         first_idx = stored[0].idx
         suffix = f"{checkpoint_id}{SEP}{codec.task_key(task_id)}{SEP}{first_idx}"
         sort_key = _prefix(ns) + suffix
@@ -1557,11 +1609,13 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             state = self._state.get((thread_id, ns))
             if state is not None:
                 state.window[suffix] = _item_size(thread_id, sort_key, data)
+                if expiry is not None:
+                    state.expires[suffix] = expiry
         item = {
             _PK: {"S": thread_id},
             _SK: {"S": sort_key},
             _DATA: {"B": data},
-            **self._ttl_attr(),
+            **self._ttl_attr(expiry),
         }
         if all(w.idx >= 0 for w in stored):
             # First write wins, as in LangGraph's savers: a re-run task (a retry, a fork)
@@ -1569,6 +1623,13 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
             # earlier call won, what is stored may differ from this batch, so nothing may
             # be rebuilt from it (ok stays False).
             batch.ok = self._put_item(item, only_new=True)
+            if not batch.ok and expiry is not None:
+                with self._lock:
+                    state = self._state.get((thread_id, ns))
+                    if state is not None and suffix in state.expires:
+                        # The item that won is older, its ttl unknown here: count it as
+                        # expiring, so no checkpoint comes to rely on it (compaction).
+                        state.expires[suffix] = 0
         else:
             batch.ok = self._put_item(item)
 
@@ -1720,6 +1781,7 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and write of a thread (S3 objects included) to another."""
+        expiry = self._expiry(self._clock())
         requests: builtins.list[dict[str, Any]] = []
         for item in self._all_items(source_thread_id):
             sk = item[_SK]["S"]
@@ -1731,7 +1793,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                             _PK: {"S": target_thread_id},
                             _SK: {"S": sk},
                             _DATA: {"B": data},
-                            **self._ttl_attr(),
+                            # One expiry for the whole copy: every item outlives what reads it.
+                            **self._ttl_attr(expiry),
                         }
                     }
                 }
@@ -1888,7 +1951,8 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
                 _PK: {"S": items.thread_id},
                 _SK: {"S": sort_key},
                 _DATA: {"B": data},
-                **self._ttl_attr(),
+                # Its own retention is kept: pruning or deleting runs does not extend it.
+                **self._ttl_attr(items.expires.get(checkpoint_id)),
             }
         )
         with self._lock:
@@ -1990,21 +2054,6 @@ class DynamoDBSaver(BaseCheckpointSaver[int]):
         return await asyncio.to_thread(
             lambda: self.get_delta_channel_history(config=config, channels=channels)
         )
-
-
-def _uuid6_seconds(checkpoint_id: str) -> float | None:
-    """Creation time (epoch seconds) encoded in a uuid6 checkpoint id, else None."""
-    hex_digits = checkpoint_id.replace("-", "")
-    if len(hex_digits) != 32 or hex_digits[12] != "6":
-        return None
-    try:
-        value = int(hex_digits, 16)
-    except ValueError:
-        return None
-    time_high_mid = value >> 80  # 48 bits
-    time_low = (value >> 64) & 0x0FFF  # 12 bits
-    ticks = (time_high_mid << 12) | time_low  # 100 ns since 1582-10-15
-    return (ticks - 0x01B21DD213814000) / 1e7
 
 
 __all__ = ["DynamoDBSaver"]

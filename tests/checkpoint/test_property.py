@@ -19,6 +19,7 @@ import operator
 import os
 import random
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -99,6 +100,7 @@ class Scenario:
     compress: bool
     cold: bool
     ttl: bool
+    hours_between: int  # simulated time between supersteps (the TTL's compaction rule)
     read_items: int
     # After the run: ("update", history index, node index, size) or ("fork", history index).
     after: tuple[tuple[Any, ...], ...]
@@ -147,6 +149,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         compress=draw(st.booleans()),
         cold=draw(st.booleans()),
         ttl=draw(st.booleans()),
+        hours_between=draw(st.sampled_from([0, 6, 30])),
         read_items=draw(st.sampled_from([160, 16])),
         after=tuple(after),
     )
@@ -287,13 +290,17 @@ def _answer(value: Any) -> str:
     return f"answer-{value['node']}-{value['visit']}"
 
 
-def drive(make_graph: Callable[[], Any], config: dict[str, Any], first: Any) -> None:
-    """One superstep per invocation, as the step worker runs; interrupts answered by id."""
+def drive(
+    make_graph: Callable[[], Any], config: dict[str, Any], first: Any, tick: Callable[[], None]
+) -> None:
+    """One superstep per invocation, as the step worker runs; interrupts answered by id;
+    ``tick`` after each (time passing between invocations)."""
     thread = {"configurable": {"thread_id": config["configurable"]["thread_id"]}}
     next_input, at = first, config
     for _ in range(80):
         for _chunk in make_graph().stream(next_input, at, interrupt_after="*"):
             pass
+        tick()
         at = thread
         state = make_graph().get_state(thread, subgraphs=True)
         pending = _interrupts(state)
@@ -313,7 +320,12 @@ def _attempt(action: Callable[[], Any]) -> tuple[str, Any]:
         return "error", type(exc).__name__
 
 
-def play(scenario: Scenario, make_graph: Callable[[], Any], thread_id: str) -> list[Any]:
+def play(
+    scenario: Scenario,
+    make_graph: Callable[[], Any],
+    thread_id: str,
+    tick: Callable[[], None] = lambda: None,
+) -> list[Any]:
     """The run, then the after-run actions; returns what each action did."""
     config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
     inputs = {
@@ -321,7 +333,7 @@ def play(scenario: Scenario, make_graph: Callable[[], Any], thread_id: str) -> l
         "log": [],
         "blob": _payload("input", scenario.input_size, True),
     }
-    drive(make_graph, config, inputs)
+    drive(make_graph, config, inputs, tick)
     outcomes: list[Any] = []
     node_names = [n for stage in scenario.stages for n in _names(stage)]
     for action in scenario.after:
@@ -338,9 +350,9 @@ def play(scenario: Scenario, make_graph: Callable[[], Any], thread_id: str) -> l
             )
             outcomes.append((status, forked if status == "error" else None))
             if status == "ok":
-                outcomes.append(_attempt(lambda f=forked: drive(make_graph, f, None)))
+                outcomes.append(_attempt(lambda f=forked: drive(make_graph, f, None, tick)))
         else:
-            outcomes.append(_attempt(lambda c=old.config: drive(make_graph, c, None)))
+            outcomes.append(_attempt(lambda c=old.config: drive(make_graph, c, None, tick)))
     return outcomes
 
 
@@ -449,7 +461,26 @@ def tables(moto_endpoint: str) -> DynamoDBSaver:
     return saver
 
 
-def _ours(scenario: Scenario, tables: DynamoDBSaver) -> Callable[[], DynamoDBSaver]:
+class SimClock:
+    """The savers' time: starts at the real time (checkpoint ids carry it), moves on
+    ``hours_between`` per superstep, and stops well inside the TTL (60 days), so that every
+    checkpoint of the run stays listed, as on InMemorySaver."""
+
+    def __init__(self, hours_between: int) -> None:
+        self.start = self.now = time.time()
+        self.step = hours_between * 3600
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self) -> None:
+        if self.now - self.start < 20 * 86400:
+            self.now += self.step
+
+
+def _ours(
+    scenario: Scenario, tables: DynamoDBSaver, clock: SimClock
+) -> Callable[[], DynamoDBSaver]:
     def make() -> DynamoDBSaver:
         return DynamoDBSaver(
             tables.table_name,
@@ -457,8 +488,9 @@ def _ours(scenario: Scenario, tables: DynamoDBSaver) -> Callable[[], DynamoDBSav
             dynamodb_client=tables.client,
             s3_client=tables.s3,
             compress_min_bytes=512 if scenario.compress else None,
-            ttl_seconds=30 * 86400 if scenario.ttl else None,
+            ttl_seconds=60 * 86400 if scenario.ttl else None,
             read_items=scenario.read_items,
+            clock=clock,
         )
 
     if scenario.cold:
@@ -478,21 +510,22 @@ def test_any_graph_reads_back_as_on_in_memory_saver(
     tables: DynamoDBSaver, scenario: Scenario
 ) -> None:
     # GIVEN a random graph and the same steps on InMemorySaver and on DynamoDBSaver (cold
-    # or warm, compressed or not, with or without TTL)
+    # or warm, compressed or not, with or without TTL, supersteps hours apart or not)
     note(repr(scenario))
     memory = InMemorySaver()
-    make_ours = _ours(scenario, tables)
+    clock = SimClock(scenario.hours_between)
+    make_ours = _ours(scenario, tables, clock)
     thread_id = f"prop-{uuid.uuid4().hex}"
 
     # WHEN each runs it superstep by superstep, then updates / forks old checkpoints
     graph = build(scenario)
     theirs_done = play(scenario, lambda: on(graph, memory), thread_id)
-    ours_done = play(scenario, lambda: on(graph, make_ours()), thread_id)
+    ours_done = play(scenario, lambda: on(graph, make_ours()), thread_id, clock.tick)
 
     # THEN every action ended alike, and a fresh saver reads the same state, history and
     # checkpoints (values, versions, metadata, pending writes) as InMemorySaver holds
     assert ours_done == theirs_done
-    reader = _ours(replace(scenario, cold=True), tables)()
+    reader = _ours(replace(scenario, cold=True), tables, clock)()
     ours = observe(on(graph, reader), reader, thread_id)
     theirs = observe(on(graph, memory), memory, thread_id)
     for part in ("state", "history", "checkpoints"):

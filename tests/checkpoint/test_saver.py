@@ -435,28 +435,6 @@ def test_delete_for_runs_keeps_later_runs_readable(saver: DynamoDBSaver) -> None
 # ------------------------------------------------------------------------- ttl
 
 
-def test_ttl_sets_the_items_expiry_and_a_matching_bucket_lifecycle(
-    make_saver: SaverFactory,
-) -> None:
-    # GIVEN a saver with a two-day retention, set up from scratch
-    saver = make_saver(ttl_seconds=2 * 86400)
-
-    # WHEN a checkpoint and a write are stored
-    checkpoint_id = _put(saver, "t-ttl", {"a": 1})
-    saver.put_writes(_config("t-ttl", checkpoint_id), [("a", 2)], "task-1")
-
-    # THEN every item carries a ttl two days ahead, the table expires on it, and the
-    # bucket expires objects after as many days
-    items = saver.client.scan(TableName=saver.table_name)["Items"]
-    now = time.time()
-    assert len(items) == 2
-    assert all(abs(int(i["ttl"]["N"]) - (now + 2 * 86400)) < 60 for i in items)
-    ttl = saver.client.describe_time_to_live(TableName=saver.table_name)
-    assert ttl["TimeToLiveDescription"]["AttributeName"] == "ttl"
-    rules = saver.s3.get_bucket_lifecycle_configuration(Bucket=saver.bucket_name)["Rules"]
-    assert rules[0]["Expiration"]["Days"] == 2
-
-
 def test_expired_items_are_not_returned(make_saver: SaverFactory) -> None:
     # GIVEN a checkpoint whose ttl has passed but that DynamoDB has not deleted yet
     saver = make_saver(ttl_seconds=60)
@@ -568,30 +546,6 @@ def test_graph_input_is_kept_beside_the_read_window_and_survives_copy(
     assert len(latest.checkpoint["channel_values"]["messages"]) == 3
     assert sum(read_bytes) < 2 * 5000
     assert first.checkpoint["channel_values"]["__start__"] == {"messages": ["i" * 5000]}
-
-
-def test_ttl_restores_values_before_what_they_depend_on_expires(
-    make_saver: SaverFactory,
-) -> None:
-    # GIVEN a one-second retention and a list stored as appends on a first checkpoint
-    saver = make_saver(ttl_seconds=1)
-    first = _put(saver, "t-ttl-full", {"log": ["a" * 400]})
-    saver.get_tuple(_config("t-ttl-full"))
-    second = _put(saver, "t-ttl-full", {"log": ["a" * 400, "b"]}, parent=first, step=1)
-    saver.get_tuple(_config("t-ttl-full"))
-
-    # WHEN the next checkpoint is stored after half the retention has passed
-    time.sleep(0.6)
-    third = _put(saver, "t-ttl-full", {"log": ["a" * 400, "b", "c"]}, parent=second, step=2)
-
-    # THEN the early append was stored as a delta, the late one in full (no dependency on
-    # items about to expire)
-    items = {
-        i["sk"]["S"][1:]: len(i["d"]["B"])
-        for i in saver.client.scan(TableName=saver.table_name)["Items"]
-    }
-    assert items[second] < 300
-    assert items[third] > 400
 
 
 def test_a_cold_read_of_a_window_larger_than_its_first_page_takes_two_queries(
