@@ -21,6 +21,7 @@ point of every scenario).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -72,15 +73,23 @@ def sweep(endpoint: str) -> int:
     ]
     rows: list[tuple[str, Exploration, list[Exploration]]] = []
     started = time.perf_counter()
-    with Environment(endpoint) as env:
+    out = sys.stdout
+
+    def progress(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    # The handlers' EMF metric lines (Powertools prints them on stdout) are not figures.
+    with Environment(endpoint) as env, open(os.devnull, "w") as devnull:
         for scenario, every_point in scenarios:
-            print(f"{scenario.name}: crash points ...", flush=True)
-            crashes = explore_crashes(env, scenario, every_point=every_point)
-            print(f"  {crashes.summary()}", flush=True)
+            progress(f"{scenario.name}: crash points{' (every one)' if every_point else ''} ...")
+            with contextlib.redirect_stdout(devnull):
+                crashes = explore_crashes(env, scenario, every_point=every_point)
+            progress(f"  {crashes.summary()}")
             noise = []
             for throttle in (0.1, 0.25):
-                result = explore_noise(env, scenario, seeds=range(seeds), throttle=throttle)
-                print(f"  throttle {throttle} x {seeds} seeds: {result.summary()}", flush=True)
+                with contextlib.redirect_stdout(devnull):
+                    result = explore_noise(env, scenario, seeds=range(seeds), throttle=throttle)
+                progress(f"  throttle {throttle} x {seeds} seeds: {result.summary()}")
                 noise.append(result)
             rows.append((scenario.name, crashes, noise))
 

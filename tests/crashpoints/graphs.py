@@ -1,8 +1,13 @@
-"""A small fan-out graph for the crash-point scenarios: parallel branches in one superstep.
+"""Small graphs for the crash-point scenarios (registered by ``harness.Environment``).
 
-``split`` -> (``left`` and ``right`` together, one superstep with two tasks) -> ``join``.
-Each branch appends to a reducer channel, so a branch whose writes were lost or applied twice
-shows in the values.
+- ``crashpoints-fanout``: ``split`` -> ``left`` and ``right`` in one superstep (two tasks,
+  each appending to a reducer channel, so a branch whose writes were lost or applied twice
+  shows in the values); ``with_join=True`` adds a ``join`` step after them.
+- ``crashpoints-pair``: ``first`` -> ``second``, two step messages a run: the least a run
+  needs to be "mid-way" (rollback, a stuck second step), with few AWS calls per run so
+  ``make test`` can replay every one of them.
+- ``crashpoints-single``: one node, one step message a run (runs queued behind each other:
+  the crash points that matter are in the hand-over, not in the graph).
 """
 
 from __future__ import annotations
@@ -14,35 +19,83 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 FANOUT_ID = "crashpoints-fanout"
+FANOUT_JOIN_ID = "crashpoints-fanout-join"
+PAIR_ID = "crashpoints-pair"
+SINGLE_ID = "crashpoints-single"
 
 
-class FanoutState(TypedDict, total=False):
+class NotesState(TypedDict, total=False):
     topic: str
     notes: Annotated[list[str], operator.add]
     summary: str
 
 
-def fanout_graph(checkpointer: Any, _model: Any = None) -> Any:
-    def split(state: FanoutState) -> dict[str, Any]:
+def fanout_graph(checkpointer: Any, _model: Any = None, *, with_join: bool = False) -> Any:
+    def split(state: NotesState) -> dict[str, Any]:
         return {"notes": [f"split {state.get('topic', '')}"]}
 
-    def left(state: FanoutState) -> dict[str, Any]:
+    def left(state: NotesState) -> dict[str, Any]:
         return {"notes": ["left"]}
 
-    def right(state: FanoutState) -> dict[str, Any]:
+    def right(state: NotesState) -> dict[str, Any]:
         return {"notes": ["right"]}
 
-    def join(state: FanoutState) -> dict[str, Any]:
+    def join(state: NotesState) -> dict[str, Any]:
         return {"summary": " + ".join(sorted(state.get("notes", [])))}
 
-    builder = StateGraph(FanoutState)
+    builder = StateGraph(NotesState)
     builder.add_node("split", split)
     builder.add_node("left", left)
     builder.add_node("right", right)
-    builder.add_node("join", join)
     builder.add_edge(START, "split")
     builder.add_edge("split", "left")
     builder.add_edge("split", "right")
-    builder.add_edge(["left", "right"], "join")
-    builder.add_edge("join", END)
-    return builder.compile(checkpointer=checkpointer, name=FANOUT_ID)
+    if with_join:
+        builder.add_node("join", join)
+        builder.add_edge(["left", "right"], "join")
+        builder.add_edge("join", END)
+    else:
+        builder.add_edge("left", END)
+        builder.add_edge("right", END)
+    return builder.compile(
+        checkpointer=checkpointer, name=FANOUT_JOIN_ID if with_join else FANOUT_ID
+    )
+
+
+def fanout_join_graph(checkpointer: Any, model: Any = None) -> Any:
+    return fanout_graph(checkpointer, model, with_join=True)
+
+
+def pair_graph(checkpointer: Any, _model: Any = None) -> Any:
+    def first(state: NotesState) -> dict[str, Any]:
+        return {"notes": [f"first {state.get('topic', '')}"]}
+
+    def second(state: NotesState) -> dict[str, Any]:
+        return {"notes": [f"second {state.get('topic', '')}"]}
+
+    builder = StateGraph(NotesState)
+    builder.add_node("first", first)
+    builder.add_node("second", second)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "second")
+    builder.add_edge("second", END)
+    return builder.compile(checkpointer=checkpointer, name=PAIR_ID)
+
+
+def single_graph(checkpointer: Any, _model: Any = None) -> Any:
+    def only(state: NotesState) -> dict[str, Any]:
+        return {"notes": [f"only {state.get('topic', '')}"]}
+
+    builder = StateGraph(NotesState)
+    builder.add_node("only", only)
+    builder.add_edge(START, "only")
+    builder.add_edge("only", END)
+    return builder.compile(checkpointer=checkpointer, name=SINGLE_ID)
+
+
+TEST_GRAPHS = {
+    FANOUT_ID: fanout_graph,
+    FANOUT_JOIN_ID: fanout_join_graph,
+    PAIR_ID: pair_graph,
+    SINGLE_ID: single_graph,
+}

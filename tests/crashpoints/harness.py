@@ -171,7 +171,16 @@ class Call:
     code: str  # engine frames, innermost first: "store.claim_step < steps._process"
     detail: str  # what it touched: "runtime RUN# SET claimed_step = :n, ..."
     invocation: int = 0  # which invocation made it (numbered in order)
+    occurrence: int = 0  # how many calls of the same kind the invocation made before it
+    main_thread: bool = True  # made on the invocation's own thread (not a LangGraph worker's)
     error: str | None = None  # the error code AWS answered, if any
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The call's identity across replays. A global index is not one: LangGraph writes
+        checkpoints from worker threads, in an order that varies from run to run."""
+        kind = (self.service, self.operation, self.code, self.detail)
+        return (self.invocation, *kind, self.occurrence)
 
     @property
     def name(self) -> str:
@@ -190,8 +199,9 @@ class Call:
 class Plan:
     """The faults of one replay."""
 
-    crash_at: int | None = None  # index of the call to die at
+    crash_at: int | None = None  # index of the call to die at, in the fault-free run
     mode: str = "before"  # "before": the call never reached AWS; "after": answered, unseen
+    target: tuple[Any, ...] | None = None  # that call's ``Call.key``
     throttle: float = 0.0  # probability that an AWS request attempt is throttled
     duplicates: bool = False  # every step message delivered twice (sometimes concurrently)
     seed: int = 0
@@ -212,6 +222,8 @@ class Invocation:
     where: str
     crash_after_calls: int | None = None  # a scripted crash inside this invocation
     number: int = 0
+    thread: int = field(default_factory=threading.get_ident)
+    seen: dict[tuple[Any, ...], int] = field(default_factory=dict)
     calls: int = 0
     dead: bool = False
     crashed_at: Call | None = None
@@ -238,15 +250,29 @@ def _hash_unit(*parts: Any) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+_FRAME_NAMES: dict[Any, str | None] = {}
+
+
+def _frame_name(code: Any) -> str | None:
+    """``module.function`` for an engine code object (``functions/`` minus ``aws.py``)."""
+    if code not in _FRAME_NAMES:
+        filename = code.co_filename
+        root = str(FUNCTIONS_DIR) + "/"
+        name = None
+        if filename.startswith(root) and not filename.endswith("/aws.py"):
+            module = filename[len(root) :].removesuffix(".py").replace("/", ".")
+            name = f"{module}.{code.co_name}"
+        _FRAME_NAMES[code] = name
+    return _FRAME_NAMES[code]
+
+
 def _engine_frames(limit: int = 3) -> str:
     frame = sys._getframe(2)
     names: list[str] = []
-    root = str(FUNCTIONS_DIR)
     while frame is not None and len(names) < limit:
-        filename = frame.f_code.co_filename
-        if filename.startswith(root) and not filename.endswith("aws.py"):
-            module = Path(filename).relative_to(root).with_suffix("").as_posix()
-            names.append(f"{module.replace('/', '.')}.{frame.f_code.co_name}")
+        name = _frame_name(frame.f_code)
+        if name is not None:
+            names.append(name)
         frame = frame.f_back  # type: ignore[assignment]
     return " < ".join(names) or "?"
 
@@ -410,15 +436,22 @@ class Faults:
             raise Crash("a dead process made another AWS call")
         service = model.service_model.service_name
         params = context.get("crashpoints_params", {}) if isinstance(context, dict) else {}
+        code = _engine_frames()
+        detail = _call_detail(service, model.name, params)
         with self._lock:
+            kind = (service, model.name, code, detail)
+            occurrence = inv.seen.get(kind, 0)
+            inv.seen[kind] = occurrence + 1
             call = Call(
                 len(self.calls),
                 service,
                 model.name,
                 inv.where,
-                _engine_frames(),
-                _call_detail(service, model.name, params),
+                code,
+                detail,
                 inv.number,
+                occurrence,
+                threading.get_ident() == inv.thread,
             )
             self.calls.append(call)
             inv.calls += 1
@@ -435,7 +468,7 @@ class Faults:
                 raise Crash("a dead process made another AWS request")
             self.state.attempt += 1
             plan = self.plan
-            if plan.crash_at == call.index and plan.mode == "before" and self.state.attempt == 1:
+            if plan.target == call.key and plan.mode == "before" and self.state.attempt == 1:
                 self._die(inv, call)
             if plan.throttle:
                 draw = _hash_unit(
@@ -450,10 +483,27 @@ class Faults:
             if not self._atomic.acquire(timeout=120):
                 raise AssertionError("harness: the request lock was never released")
             self.state.holding = True
+            if self.enabled and call is not None and self._current().dead:
+                # The process died while this thread waited for its turn.
+                self._request_done()
+                raise Crash("a dead process made another AWS request")
         return held
 
     def _request_done(self, **_: Any) -> None:
-        """After every attempt (``needs-retry`` follows each, failed or not)."""
+        """After every attempt (``needs-retry`` follows each, failed or not).
+
+        A crash "just after the call was answered" takes effect here, before the request
+        lock is released: no other thread of the process gets a request out after it."""
+        call = self.state.call
+        if self.enabled and call is not None:
+            inv = self._current()
+            plan = self.plan
+            swept = plan.target == call.key and plan.mode == "after"
+            scripted = inv.crash_after_calls is not None and inv.calls >= inv.crash_after_calls
+            if (swept or scripted) and inv is not _UNATTRIBUTED and not inv.dead:
+                inv.dead = True
+                inv.crashed_at = call
+                inv.scripted_fired = not swept
         if self.state.holding:
             self.state.holding = False
             self._atomic.release()
@@ -507,10 +557,8 @@ class Faults:
         if not self.enabled or call is None:
             return
         inv = self._current()
-        if self.plan.crash_at == call.index and self.plan.mode == "after":
-            self._die(inv, call)
-        if inv.crash_after_calls is not None and inv.calls >= inv.crash_after_calls:
-            self._die(inv, call, scripted=True)
+        if inv.dead and inv.crashed_at is call:
+            raise Crash(str(call))  # marked dead when the answer arrived (_request_done)
 
 
 # --- the environment: clock, hooked boto3 session, cold starts -------------------------------
@@ -600,9 +648,9 @@ class Environment:
         self._patch(clock, "now", self.clock.now)
         self._patch(botocore.endpoint, "time", _SimTime(self.clock))
         from graphs import registry
-        from tests.crashpoints.graphs import FANOUT_ID, fanout_graph
+        from tests.crashpoints.graphs import TEST_GRAPHS
 
-        self._patch(registry, "GRAPHS", {**registry.GRAPHS, FANOUT_ID: fanout_graph})
+        self._patch(registry, "GRAPHS", {**registry.GRAPHS, **TEST_GRAPHS})
         cold_start()
         return self
 
@@ -910,7 +958,6 @@ class Replay:
         self._scripted: dict[tuple[str, int], int] = {}  # (ref, step) -> crash after n calls
         self._scripted_fired: set[tuple[str, int]] = set()
         self._deliveries = 0
-        self._rng_draws = 0
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -928,9 +975,10 @@ class Replay:
 
     def _crashed(self, inv: Invocation, what: str) -> None:
         call = inv.crashed_at
-        if call is not None and self.plan.crash_at == call.index:
+        if call is not None and self.plan.target == call.key:
             self.crashed = call
-        self.log(f"{what}: process died ({call.name if call else 'scripted'})")
+        how = call.name if call is not None else "in a thread"
+        self.log(f"{what}: process died{' as scripted' if inv.scripted_fired else ''} ({how})")
         self.stack.boot()
 
     # --- invocations ---------------------------------------------------------------------
@@ -940,15 +988,21 @@ class Replay:
         where = f"api {method} {path}" + (f" [{ref}]" if ref else "")
         with self.faults.invocation(where) as inv:
             try:
-                return self.stack.api(method, path, body, **kw)
+                reply = self.stack.api(method, path, body, **kw)
             except Crash:
                 self._crashed(inv, where)
                 return None
+            if inv.dead:  # died in a thread whose exception the code did not re-raise
+                self._crashed(inv, where)
+                return None
+            return reply
 
     def housekeeping(self) -> None:
         with self.faults.invocation("housekeeping") as inv:
             try:
                 result = self.stack.housekeeping()
+                if inv.dead:
+                    raise Crash("died in a thread")
                 if result.get("requeued"):
                     self.log(f"housekeeping re-queued {result['requeued']}")
             except Crash:
@@ -979,6 +1033,8 @@ class Replay:
                 result = step_worker.handler(
                     {"Records": [record]}, LambdaContext(), worker=self.stack.worker
                 )
+                if inv.dead:
+                    raise Crash("died in a thread whose exception the code did not re-raise")
             except Crash:
                 self._crashed(inv, where)
                 return "stuck" if inv.scripted_fired else "crashed"
@@ -1164,13 +1220,12 @@ class Replay:
 
     # --- what a scenario script calls --------------------------------------------------------
 
-    def create_thread(self, thread_id: str) -> None:
+    def create_thread(self, thread_id: str, **body: Any) -> None:
         """POST /threads with a client-chosen id; on failure, look, then retry if missing."""
         self.threads.append(thread_id)
+        body = {**body, "thread_id": thread_id, "if_exists": "do_nothing"}
         for _ in range(self.MAX_CLIENT_ATTEMPTS):
-            reply = self.api(
-                "POST", "/threads", {"thread_id": thread_id, "if_exists": "do_nothing"}
-            )
+            reply = self.api("POST", "/threads", body)
             if reply is not None and reply.status == 200:
                 return
             if reply is not None and reply.status < 500:
@@ -1405,24 +1460,33 @@ def crash_points(calls: list[Call]) -> list[Point]:
     return [Point(c.index, mode) for c in calls for mode in ("before", "after")]
 
 
-def equivalence_key(calls: list[Call], point: Point) -> tuple[int, int]:
-    """What a crash at ``point`` leaves behind: the invocation that died and how many of its
-    writes had been made. Reads change nothing and a dead process keeps nothing, so every
-    point of an invocation between two of its writes leaves the same state (dying after a
-    write = dying before the next call; dying after a read = dying before it)."""
-    call = calls[point.index]
-    done = sum(1 for c in calls[: point.index] if c.invocation == call.invocation and c.writes)
-    if point.mode == "after" and call.writes:
-        done += 1
-    return call.invocation, done
-
-
 def point_classes(calls: list[Call]) -> list[list[Point]]:
-    """Crash points grouped by what they leave behind, in call order."""
-    classes: dict[tuple[int, int], list[Point]] = {}
-    for point in crash_points(calls):
-        classes.setdefault(equivalence_key(calls, point), []).append(point)
-    return list(classes.values())
+    """Crash points grouped by what they leave behind, in call order.
+
+    What a crash leaves is the invocation that died and the writes it had made: reads change
+    nothing and a dead process keeps nothing, so the points of an invocation between two of
+    its writes are one class (dying after a write = dying before the next call; dying after a
+    read = dying before it). That holds along the invocation's own thread; a call from a
+    LangGraph worker thread may run in another order in a replay, so its points (and the
+    points around it) stand alone."""
+    classes: list[list[Point]] = []
+    last: tuple[Any, ...] | None = None
+    writes: dict[int, int] = {}
+    for call in calls:
+        done = writes.get(call.invocation, 0)
+        for mode in ("before", "after"):
+            if mode == "after" and call.writes:
+                done += 1
+            key = (call.invocation, done) if call.main_thread else None
+            if key is not None and key == last:
+                classes[-1].append(Point(call.index, mode))
+            else:
+                classes.append([Point(call.index, mode)])
+            last = key
+        writes[call.invocation] = done
+        if not call.main_thread:
+            last = None
+    return classes
 
 
 @dataclass
@@ -1474,18 +1538,10 @@ def _judge(
     scenario: Scenario, baseline: dict[str, Any] | None, result: Result, call: Call | None
 ) -> Failure | None:
     symptom: list[str] = []
-    if call is not None and result.plan.crash_at is not None:
-        replayed = result.calls[call.index] if call.index < len(result.calls) else None
-        if replayed is None or (replayed.service, replayed.operation) != (
-            call.service,
-            call.operation,
-        ):
-            got = str(replayed) if replayed else "no such call"
-            symptom.append(
-                f"harness: call #{call.index} was {got} in the replay (not deterministic)"
-            )
-        elif result.crashed is None:
-            symptom.append("harness: the crash was never injected")
+    if call is not None and result.plan.crash_at is not None and result.crashed is None:
+        symptom.append(
+            "harness: the replay never made that call (the scenario did not replay the same way)"
+        )
     if result.stuck:
         symptom.append(f"stuck: {result.stuck}")
     if result.error:
@@ -1549,7 +1605,8 @@ def explore_crashes(
         replayed = members if every_point else members[:1]
         signatures: dict[str, list[Point]] = {}
         for point in replayed:
-            result = Replay(env, scenario, Plan(crash_at=point.index, mode=point.mode)).play()
+            plan = Plan(crash_at=point.index, mode=point.mode, target=calls[point.index].key)
+            result = Replay(env, scenario, plan).play()
             exploration.replays += 1
             signatures.setdefault(_signature(result), []).append(point)
             failure = _judge(scenario, baseline.outcome, result, calls[point.index])
@@ -1564,7 +1621,7 @@ def explore_crashes(
             exploration.failures.append(
                 Failure(
                     scenario.name,
-                    Plan(crash_at=members[0].index, mode=members[0].mode),
+                    Plan(members[0].index, members[0].mode, calls[members[0].index].key),
                     calls[members[0].index],
                     [f"harness: equivalent crash points ended differently: {groups}"],
                 )

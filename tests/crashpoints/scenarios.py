@@ -2,15 +2,20 @@
 
 Each is a client script against the API (a careful client: after a failed request it checks,
 then retries only what did not happen) followed by recovery until the system is quiescent.
-``SCENARIOS`` are kept small for ``make test`` (every call index of each is replayed twice);
-``BENCH_SCENARIOS`` are the bigger ones ``python -m bench crashpoints`` adds.
+``SCENARIOS`` are what ``make test`` replays at every call: the ``support`` graph for one run
+and for an interrupt and its resume; small test graphs (``tests/crashpoints/graphs.py``) for
+parallel branches and for the multi-run scenarios, whose crash points are in the run
+lifecycle (enqueue, rollback, cancel), not in the graph. ``BENCH_SCENARIOS`` are the bigger
+ones ``python -m bench crashpoints`` adds: the same lifecycles with ``support`` runs, and
+longer scripts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from tests.crashpoints.graphs import FANOUT_ID
+from tests.crashpoints.graphs import FANOUT_ID, FANOUT_JOIN_ID, PAIR_ID, SINGLE_ID
 from tests.crashpoints.harness import Replay, Scenario
 
 
@@ -35,6 +40,10 @@ def _ai_texts(outcome: dict[str, Any], thread_id: str = T) -> list[str]:
     return [m["content"] for m in messages if m.get("type") == "ai"]
 
 
+def _notes(outcome: dict[str, Any], thread_id: str = T) -> list[str]:
+    return list((outcome[thread_id]["state"]["values"] or {}).get("notes", []))
+
+
 # --- support: classifier -> specialist -> finalize ------------------------------------------
 
 
@@ -49,26 +58,30 @@ def _expect_support(outcome: dict[str, Any]) -> None:
     assert len(_ai_texts(outcome)) == 1
 
 
-SUPPORT = Scenario(
-    "support", _support, expect=_expect_support, description="one support run (billing)"
-)
+SUPPORT = Scenario("support", _support, expect=_expect_support, description="one support run")
 
 
 # --- parallel branches ---------------------------------------------------------------------
 
 
-def _fanout(r: Replay) -> None:
-    r.create_thread(T)
-    r.create_run(T, "r1", assistant_id=FANOUT_ID, input={"topic": "x", "notes": []})
+def _fanout(graph: str) -> Callable[[Replay], None]:
+    def script(r: Replay) -> None:
+        r.create_thread(T)
+        r.create_run(T, "r1", assistant_id=graph, input={"topic": "x"})
+
+    return script
 
 
 def _expect_fanout(outcome: dict[str, Any]) -> None:
     assert _runs(outcome) == {"r1": "success"}, _runs(outcome)
-    assert outcome[T]["state"]["values"]["summary"] == "left + right + split x"
+    assert sorted(_notes(outcome)) == ["left", "right", "split x"], _notes(outcome)
 
 
 FANOUT = Scenario(
-    "parallel", _fanout, expect=_expect_fanout, description="fan-out: two branches in one step"
+    "parallel",
+    _fanout(FANOUT_ID),
+    expect=_expect_fanout,
+    description="split, then two branches in one superstep",
 )
 
 
@@ -93,67 +106,72 @@ INTERRUPT = Scenario(
     "interrupt",
     _interrupt,
     expect=_expect_interrupt,
-    description="a run stops at interrupt(); a second run resumes it",
+    description="a support run stops at interrupt(); a second run resumes it",
 )
 
 
 # --- two runs enqueued on one thread --------------------------------------------------------
 
 
-def _enqueue(r: Replay) -> None:
-    r.create_thread(T)
-    r.create_run(T, "r1", input=BILLING)
-    r.create_run(T, "r2", input=TECHNICAL, multitask_strategy="enqueue")
+def _enqueue(graph: str, inputs: list[dict[str, Any]]) -> Callable[[Replay], None]:
+    def script(r: Replay) -> None:
+        r.create_thread(T)
+        for i, value in enumerate(inputs, start=1):
+            body: dict[str, Any] = {"assistant_id": graph, "input": value}
+            if i > 1:
+                body["multitask_strategy"] = "enqueue"
+            r.create_run(T, f"r{i}", **body)
+
+    return script
 
 
-def _expect_enqueue(outcome: dict[str, Any]) -> None:
-    assert _runs(outcome) == {"r1": "success", "r2": "success"}, _runs(outcome)
-    assert outcome[T]["status"] == "idle"
-    assert len(_ai_texts(outcome)) == 2
+def _expect_all_succeed(count: int) -> Callable[[dict[str, Any]], None]:
+    def expect(outcome: dict[str, Any]) -> None:
+        assert _runs(outcome) == {f"r{i}": "success" for i in range(1, count + 1)}, _runs(outcome)
+        assert outcome[T]["status"] == "idle"
+
+    return expect
 
 
 ENQUEUE = Scenario(
-    "enqueue", _enqueue, expect=_expect_enqueue, description="a second run enqueued behind one"
+    "enqueue",
+    _enqueue(SINGLE_ID, [{"topic": "a"}, {"topic": "b"}]),
+    expect=_expect_all_succeed(2),
+    description="a second run enqueued behind a first (one-step graph)",
 )
 
 
 # --- rollback of a run mid-way ---------------------------------------------------------------
 
 
-EARLIER = {
-    "messages": [
-        {"role": "user", "content": "I was charged twice on my invoice"},
-        {"role": "assistant", "content": "Refunded."},
-    ],
-    "route": "billing:done",
-}
+def _rollback(graph: str, earlier: dict[str, Any], as_node: str, first: Any, second: Any) -> Any:
+    def setup(r: Replay) -> None:
+        # The thread has state before the rolled-back run: the rollback must return to it.
+        r.create_thread(T, metadata={"graph_id": graph})
+        r.update_state(T, values=earlier, as_node=as_node)
+
+    def script(r: Replay) -> None:
+        r.create_run(T, "r1", assistant_id=graph, input=first)
+        r.settle(until=r.sent("r1", 2))  # r1 is mid-way: its first step is done
+        r.create_run(T, "r2", assistant_id=graph, input=second, multitask_strategy="rollback")
+
+    return setup, script
 
 
-def _rollback_setup(r: Replay) -> None:
-    # The thread has state before the rolled-back run: the rollback must return to it.
-    r.create_thread(T)
-    r.update_state(T, values=EARLIER, as_node="finalize")
-
-
-def _rollback(r: Replay) -> None:
-    r.create_run(T, "r1", input=TECHNICAL)
-    r.settle(until=r.sent("r1", 2))  # r1 is mid-way: its first step is done
-    r.create_run(T, "r2", input=GENERAL, multitask_strategy="rollback")
-
-
-def _expect_rollback(outcome: dict[str, Any]) -> None:
+def _expect_rollback_pair(outcome: dict[str, Any]) -> None:
     assert _runs(outcome) == {"r2": "success"}, _runs(outcome)
     assert outcome[T]["status"] == "idle"
-    texts = _ai_texts(outcome)
-    assert texts == ["Refunded.", texts[-1]], texts
-    assert texts[-1].startswith("Thanks"), texts
+    assert _notes(outcome) == ["earlier", "first b", "second b"], _notes(outcome)
 
 
+_setup, _script = _rollback(
+    PAIR_ID, {"topic": "z", "notes": ["earlier"]}, "second", {"topic": "a"}, {"topic": "b"}
+)
 ROLLBACK = Scenario(
     "rollback",
-    _rollback,
-    setup=_rollback_setup,
-    expect=_expect_rollback,
+    _script,
+    setup=_setup,
+    expect=_expect_rollback_pair,
     description="a run on a thread with history is rolled back after its first step",
 )
 
@@ -161,24 +179,30 @@ ROLLBACK = Scenario(
 # --- cancel of a run whose step is stuck -----------------------------------------------------
 
 
-def _cancel_stuck(r: Replay) -> None:
-    r.create_thread(T)
-    r.create_run(T, "r1", input=BILLING)
-    r.stick("r1", 2, after_calls=1)  # the worker of step 2 dies right after its claim
-    r.settle(until=r.stuck_fired("r1", 2))
-    r.cancel("r1")
+def _cancel_stuck(graph: str, value: dict[str, Any]) -> Callable[[Replay], None]:
+    def script(r: Replay) -> None:
+        r.create_thread(T)
+        r.create_run(T, "r1", assistant_id=graph, input=value)
+        r.stick("r1", 2, after_calls=1)  # the worker of step 2 dies right after its claim
+        r.settle(until=r.stuck_fired("r1", 2))
+        r.cancel("r1")
+
+    return script
 
 
-def _expect_cancel_stuck(outcome: dict[str, Any]) -> None:
-    assert _runs(outcome) == {"r1": "interrupted"}, _runs(outcome)
-    assert outcome[T]["status"] == "idle"
-    assert outcome[T]["state"]["next"] == ["billing"]
+def _expect_cancelled(next_nodes: list[str]) -> Callable[[dict[str, Any]], None]:
+    def expect(outcome: dict[str, Any]) -> None:
+        assert _runs(outcome) == {"r1": "interrupted"}, _runs(outcome)
+        assert outcome[T]["status"] == "idle"
+        assert outcome[T]["state"]["next"] == next_nodes
+
+    return expect
 
 
 CANCEL_STUCK = Scenario(
     "cancel_stuck",
-    _cancel_stuck,
-    expect=_expect_cancel_stuck,
+    _cancel_stuck(PAIR_ID, {"topic": "a"}),
+    expect=_expect_cancelled(["second"]),
     description="a run whose step-2 worker died after claiming it is cancelled",
 )
 
@@ -196,18 +220,6 @@ def _conversation(r: Replay) -> None:
 
 
 def _expect_conversation(outcome: dict[str, Any]) -> None:
-    assert _runs(outcome) == {"r1": "success", "r2": "success", "r3": "success"}
-    assert len(_ai_texts(outcome)) == 3
-
-
-def _enqueue_three(r: Replay) -> None:
-    r.create_thread(T)
-    r.create_run(T, "r1", input=BILLING)
-    r.create_run(T, "r2", input=TECHNICAL, multitask_strategy="enqueue")
-    r.create_run(T, "r3", input=GENERAL, multitask_strategy="enqueue")
-
-
-def _expect_enqueue_three(outcome: dict[str, Any]) -> None:
     assert _runs(outcome) == {"r1": "success", "r2": "success", "r3": "success"}
     assert len(_ai_texts(outcome)) == 3
 
@@ -238,9 +250,49 @@ def _expect_interrupt_strategy(outcome: dict[str, Any]) -> None:
     assert _runs(outcome) == {"r1": "interrupted", "r2": "success"}
 
 
+EARLIER = {
+    "messages": [
+        {"role": "user", "content": "I was charged twice on my invoice"},
+        {"role": "assistant", "content": "Refunded."},
+    ],
+    "route": "billing:done",
+}
+
+
+def _expect_rollback_support(outcome: dict[str, Any]) -> None:
+    assert _runs(outcome) == {"r2": "success"}, _runs(outcome)
+    texts = _ai_texts(outcome)
+    assert texts[0] == "Refunded.", texts
+    assert len(texts) == 2, texts
+    assert texts[1].startswith("Thanks"), texts
+
+
+_support_setup, _support_rollback = _rollback("support", EARLIER, "finalize", TECHNICAL, GENERAL)
+
 BENCH_SCENARIOS: list[Scenario] = [
+    Scenario("parallel_join", _fanout(FANOUT_JOIN_ID), expect=_expect_fanout),
+    Scenario(
+        "enqueue_support",
+        _enqueue("support", [BILLING, TECHNICAL]),
+        expect=_expect_all_succeed(2),
+    ),
+    Scenario(
+        "rollback_support",
+        _support_rollback,
+        setup=_support_setup,
+        expect=_expect_rollback_support,
+    ),
+    Scenario(
+        "cancel_stuck_support",
+        _cancel_stuck("support", BILLING),
+        expect=_expect_cancelled(["billing"]),
+    ),
     Scenario("conversation", _conversation, expect=_expect_conversation),
-    Scenario("enqueue_three", _enqueue_three, expect=_expect_enqueue_three),
+    Scenario(
+        "enqueue_three",
+        _enqueue("support", [BILLING, TECHNICAL, GENERAL]),
+        expect=_expect_all_succeed(3),
+    ),
     Scenario("two_threads", _two_threads, expect=_expect_two_threads),
     Scenario("multitask_interrupt", _interrupt_then_enqueue, expect=_expect_interrupt_strategy),
 ]
