@@ -31,7 +31,7 @@ NOISE_SEEDS = (1, 2)
 def _report(request: pytest.FixtureRequest, exploration: Exploration) -> None:
     request.node.user_properties.append(("crash_points", exploration.points))
     request.node.user_properties.append(("crash_replays", exploration.replays))
-    request.node.add_report_section("call", "crash points", exploration.report(limit=50))
+    request.node.add_report_section("call", "crash points", exploration.summary())
     here = Path(__file__).resolve().parent
     args = [Path(a.split("::")[0]).resolve() for a in request.config.invocation_params.args]
     controller_has_summary = any(a == here or here in a.parents for a in args)
@@ -66,7 +66,7 @@ def test_throttling_and_duplicate_deliveries_end_as_the_fault_free_run(
     # WHEN it is replayed with DynamoDB/SQS throttling at random calls (seeded) and every step
     #      message delivered twice, sometimes by two concurrent invocations
     exploration = explore_noise(crash_env, scenario, seeds=NOISE_SEEDS)
-    request.node.add_report_section("call", "throttling and duplicates", exploration.report())
+    request.node.add_report_section("call", "throttling and duplicates", exploration.summary())
 
     # THEN each ends as the fault-free run did
     assert exploration.points == len(NOISE_SEEDS)
