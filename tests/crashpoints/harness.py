@@ -1057,16 +1057,19 @@ class Replay:
         self._deliveries += 1
         if not self.plan.duplicates:
             outcomes = [self._invoke_worker(where, record, crash_after)]
-        elif _hash_unit(self.plan.seed, "concurrent", self._deliveries) < 0.5:
+        elif (
+            crash_after is None and _hash_unit(self.plan.seed, "concurrent", self._deliveries) < 0.5
+        ):
             outcomes = self._concurrently(where, record)
             where += " (twice, concurrently)"
         else:
+            # A scripted crash (a stuck step) dies in the first copy; the second comes after.
             outcomes = [
-                self._invoke_worker(where, record, None),
+                self._invoke_worker(where, record, crash_after),
                 self._invoke_worker(where + " (duplicate)", record, None),
             ]
             where += " (twice, one after the other)"
-        if outcomes == ["stuck"]:
+        if "stuck" in outcomes:
             # The scripted crash fired (the sweep's crash, if it came first, leaves it armed).
             self._scripted_fired.add(key)
         self.log(f"{where}: {'/'.join(outcomes)}")
