@@ -615,10 +615,10 @@ class Environment:
 
     @property
     def queues(self) -> Queues:
-        if self._queues is None:
+        if self._queues is None or self.queues_dirty:
+            # Fresh queues after a replay that left messages behind (SQS allows one purge a
+            # minute per queue).
             self._queues = Queues.create(self.sqs)
-        elif self.queues_dirty:
-            self._queues.purge(self.sqs)
         self.queues_dirty = False
         return self._queues
 
@@ -671,7 +671,7 @@ class Environment:
 class Queues:
     """The step queues and their dead-letter queues, as deployed (``STEP_QUEUES``): the
     visibility timeout, retention and redrive policy (``maxReceiveCount``). Made once per
-    environment and shared by its replays (purged when one left messages behind)."""
+    environment and shared by its replays (new ones after a replay left messages behind)."""
 
     urls: dict[str, str]
     dlq_urls: dict[str, str]
@@ -704,10 +704,6 @@ class Queues:
         counts = {STEP_QUEUES[p].max_receive_count for p in PRIORITIES}
         assert len(counts) == 1, "one Settings.max_receive_count serves every step queue"
         return cls(urls, dlqs, counts.pop())
-
-    def purge(self, sqs: Any) -> None:
-        for url in [*self.urls.values(), *self.dlq_urls.values()]:
-            sqs.purge_queue(QueueUrl=url)
 
     def priority_of(self, url: str) -> str:
         for priority, known in self.urls.items():
