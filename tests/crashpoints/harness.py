@@ -101,6 +101,18 @@ READ_OPERATIONS = frozenset(
 )
 
 
+# Answers botocore's standard retry mode retries (the call goes on).
+RETRIED_ERRORS = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "TransactionInProgressException",
+        "RequestThrottled",
+    }
+)
 # Errors that say the request changed nothing.
 NO_EFFECT_ERRORS = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
 
@@ -222,6 +234,7 @@ class Invocation:
     where: str
     crash_after_calls: int | None = None  # a scripted crash inside this invocation
     number: int = 0
+    repeat: int = 0  # how many invocations with the same label came before (throttle draws)
     thread: int = field(default_factory=threading.get_ident)
     seen: dict[tuple[Any, ...], int] = field(default_factory=dict)
     calls: int = 0
@@ -360,6 +373,7 @@ class Faults:
         self.delayed: list[tuple[str, str, int]] = []
         self.throttled = 0
         self.invocations = 0
+        self.labels: dict[str, int] = {}
         self.active: list[Invocation] = []
         self.state = _CallState()
         # moto applies concurrent requests without isolation (two conditional updates of one
@@ -375,6 +389,7 @@ class Faults:
             self.delayed = []
             self.throttled = 0
             self.invocations = 0
+            self.labels = {}
             self.enabled = False
 
     def register(self, events: Any) -> None:
@@ -391,7 +406,9 @@ class Faults:
         """One Lambda invocation in this context (its calls are labelled ``where``)."""
         with self._lock:
             self.invocations += 1
-            inv = Invocation(where, crash_after_calls, self.invocations)
+            repeat = self.labels.get(where, 0)
+            self.labels[where] = repeat + 1
+            inv = Invocation(where, crash_after_calls, self.invocations, repeat)
             self.active.append(inv)
         token = _INVOCATION.set(inv)
         try:
@@ -472,7 +489,13 @@ class Faults:
                 self._die(inv, call)
             if plan.throttle:
                 draw = _hash_unit(
-                    plan.seed, inv.where, call.operation, call.detail, inv.calls, self.state.attempt
+                    plan.seed,
+                    inv.where,
+                    inv.repeat,
+                    call.operation,
+                    call.detail,
+                    inv.calls,
+                    self.state.attempt,
                 )
                 if draw < plan.throttle:
                     with self._lock:
@@ -489,17 +512,31 @@ class Faults:
                 raise Crash("a dead process made another AWS request")
         return held
 
-    def _request_done(self, **_: Any) -> None:
+    def _request_done(self, response: Any = None, **_: Any) -> None:
         """After every attempt (``needs-retry`` follows each, failed or not).
 
         A crash "just after the call was answered" takes effect here, before the request
-        lock is released: no other thread of the process gets a request out after it."""
+        lock is released: no other thread of the process gets a request out after it. Not
+        on an answer botocore retries (throttling, 5xx): the call is not over yet. A scripted
+        crash (a stuck step: dies after its claim) needs the call to have succeeded."""
         call = self.state.call
         if self.enabled and call is not None:
             inv = self._current()
             plan = self.plan
-            swept = plan.target == call.key and plan.mode == "after"
-            scripted = inv.crash_after_calls is not None and inv.calls >= inv.crash_after_calls
+            status = 0
+            code = ""
+            if isinstance(response, tuple) and response:
+                status = int(getattr(response[0], "status_code", 0) or 0)
+                parsed = response[1] if len(response) > 1 else {}
+                if isinstance(parsed, dict):
+                    code = str(parsed.get("Error", {}).get("Code", ""))
+            retried = status >= 500 or code in RETRIED_ERRORS or not status
+            swept = plan.target == call.key and plan.mode == "after" and not retried
+            scripted = (
+                inv.crash_after_calls is not None
+                and inv.calls >= inv.crash_after_calls
+                and 0 < status < 300
+            )
             if (swept or scripted) and inv is not _UNATTRIBUTED and not inv.dead:
                 inv.dead = True
                 inv.crashed_at = call
