@@ -24,6 +24,18 @@ Time is simulated and *advanced*, never slept: ``functions.clock.now`` reads the
 clock, and the deployed timings come from ``functions.resources`` (visibility timeout, lease,
 function timeout, housekeeping schedule). botocore's retry back-off advances it too.
 
+A crash point is named by the call's identity (invocation, service, operation, engine
+frames, what it touched, occurrence), not by its global index: LangGraph writes checkpoints
+from worker threads, in an order that varies between runs. What a crash leaves behind is the
+invocation that died and the writes it had made, so the points of an invocation between two
+of its writes (along its own thread) form a class; ``explore_crashes`` replays one point per
+class by default, and with ``every_point=True`` (the benchmark) each point on its own,
+checking that the points of a class do end alike.
+
+moto applies concurrent requests without isolation (two conditional updates of one item can
+both succeed); on AWS each request is atomic, so the engine's requests reach moto one at a
+time (invocations still interleave between requests).
+
 The throttling/duplicates variant replays the same scenarios with every AWS call answering a
 throttling error with a seeded probability (a synthetic HTTP 400 from ``before-send``, so
 botocore's retry logic handles it as on AWS) and every step message delivered twice, sometimes
