@@ -386,7 +386,8 @@ class Store:
         try:
             return fn(**kwargs)
         except ClientError as exc:
-            if _is_conditional_failure(exc):
+            # The caller reads these (which condition failed); everything else is wrapped.
+            if _is_conditional_failure(exc) or _error_code(exc) == "TransactionCanceledException":
                 raise
             if _is_item_too_large(exc):
                 raise ItemTooLargeError(
@@ -445,23 +446,15 @@ class Store:
         ]
         client = aws.dynamodb_resource().meta.client
         try:
-            client.transact_write_items(TransactItems=entries)
+            self._call(client.transact_write_items, TransactItems=entries)
         except ClientError as exc:
-            if _error_code(exc) == "TransactionCanceledException":
-                reasons = [
-                    str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])
-                ]
-                if any(r not in ("None", "ConditionalCheckFailed") for r in reasons):
-                    raise InfrastructureError(f"DynamoDB transaction failed: {exc}") from exc
-                raise TransactionCancelled(reasons) from exc
-            if _is_item_too_large(exc):
-                raise ItemTooLargeError(
-                    "The record is too large to store (DynamoDB items are at most 400 KB): "
-                    "send less metadata or a smaller input."
-                ) from exc
-            raise InfrastructureError(f"DynamoDB transaction failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise InfrastructureError(f"DynamoDB transaction failed: {exc}") from exc
+            # ``_call`` wrapped every other error; this one says which condition failed.
+            reasons = [
+                str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])
+            ]
+            if any(r not in ("None", "ConditionalCheckFailed") for r in reasons):
+                raise InfrastructureError(f"DynamoDB transaction failed: {exc}") from exc
+            raise TransactionCancelled(reasons) from exc
 
     def _transact_update(
         self,
