@@ -9,8 +9,10 @@ ending is done. When the deadline has passed, one of these happened, and is reco
 - a claimed step's lease expired (its worker died; leases outlive the function timeout):
   a cancel requested meanwhile ends the run, otherwise the claim is freed and the step
   re-sent; the attempt was counted when it was claimed;
-- a step message was never claimed (lost, or waiting in a long backlog): it is re-sent and
-  counted as an attempt, so a run whose messages keep vanishing ends ``error``.
+- a step message was never claimed (lost, or waiting in a long backlog): it is re-sent, each
+  re-send waiting twice as long as the one before (so a backlog gets a few duplicates, which
+  the claim drops, not one per pass); re-sends are not attempts (the step never ran), but a
+  run whose messages keep vanishing ends ``error`` after ``max_step_resends``.
 
 Every pass pages through the whole backlog, bounded per invocation; what is left waits for
 the next pass.
@@ -24,6 +26,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from functions import clock
 from functions.queues import StepMessage
 from functions.runs import RunService
+from functions.settings import Settings
 from functions.store import LEASE_SHARDS, RunRecord
 
 logger = Logger(child=True)
@@ -58,6 +61,11 @@ def requeue_expired(runs: RunService, now: float | None = None) -> int:
     return recovered
 
 
+def resend_delay(settings: Settings, resends: int) -> float:
+    """How long the re-send number ``resends + 1`` waits to be claimed."""
+    return min(settings.resend_after_s * 2 ** min(resends, 32), settings.resend_max_interval_s)
+
+
 def _recover(runs: RunService, run: RunRecord, now: float) -> bool:
     settings = runs.settings
     store = runs.store
@@ -86,9 +94,9 @@ def _recover(runs: RunService, run: RunRecord, now: float) -> bool:
     else:
         if run.cancel:
             return runs.end_cancelled(run, None)
-        if run.attempts >= settings.max_step_attempts:
+        if run.resends >= settings.max_step_resends:
             error = (
-                f"Step {run.done_step + 1} of run {run.run_id} was sent {run.attempts} times "
+                f"Step {run.done_step + 1} of run {run.run_id} was re-sent {run.resends} times "
                 "and never started"
             )
             return runs.end(
@@ -99,8 +107,9 @@ def _recover(runs: RunService, run: RunRecord, now: float) -> bool:
                 error=error,
                 run_values={"__error__": {"error": "StepLost", "message": error}},
             )
-        # Never claimed: the message was lost or waits in a backlog; count the re-send.
-        if not store.note_resend(run, now + settings.resend_after_s):
+        # Never claimed: the message was lost or waits in a backlog. Re-send it, waiting
+        # twice as long each time, so a long backlog gets a few copies, not one per pass.
+        if not store.note_resend(run, now, now + resend_delay(settings, run.resends)):
             return False
         step = run.done_step + 1
     runs.queues.send(StepMessage(run.run_id, run.thread_id, step, run.priority, run.checkpoint_id))

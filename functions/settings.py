@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     # recovered by its redelivery, so this is only a backstop, long enough not to duplicate
     # messages that merely wait in a backlog.
     resend_after_s: float = Field(default=STEP_TIMINGS.visibility_timeout_s, gt=0)
+    # Each further re-send of the same unclaimed step waits twice as long, up to this; after
+    # ``max_step_resends`` re-sends (about a day with the defaults) the run ends ``error``.
+    resend_max_interval_s: float = Field(default=3600, gt=0)
+    max_step_resends: int = Field(default=24, gt=0)
     # How often a long step renews its claim's lease (0 = a third of the lease).
     heartbeat_s: float = Field(default=0, ge=0)
     # Origins whose pages may call the API (CORS, functions/api_cors.py): comma-separated

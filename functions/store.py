@@ -220,6 +220,9 @@ class RunRecord:
     claim_token: str | None = None
     claims: int = 0
     claims_base: int = 0
+    # Housekeeping's re-sends of the next step nobody claimed yet (not attempts: the step
+    # never ran); reset when a step is done.
+    resends: int = 0
     last_error: str | None = None
     ending: Ending | None = None
 
@@ -252,6 +255,7 @@ class RunRecord:
             claim_token=item.get("claim_token"),
             claims=_int(item.get("claims")),
             claims_base=_int(item.get("claims_base")),
+            resends=_int(item.get("resends")),
             last_error=item.get("last_error"),
             ending=Ending.from_json(ending) if ending else None,
         )
@@ -932,7 +936,7 @@ class Store:
             sets,
             values,
             condition="#st = :running AND claimed_step = :n AND claim_token = :tok",
-            remove=("claim_token", "last_error"),
+            remove=("claim_token", "last_error", "resends"),
         )
         return done, RunRecord.from_item(attributes) if attributes else None
 
@@ -975,9 +979,11 @@ class Store:
         )
         return done
 
-    def note_resend(self, run: RunRecord, deadline: float) -> bool:
-        """Housekeeping re-sends a step nobody claimed: count it as an attempt and give the
-        re-sent message until ``deadline``; False if the run moved on meanwhile."""
+    def note_resend(self, run: RunRecord, now: float, deadline: float) -> bool:
+        """Housekeeping re-sends a step nobody claimed: count the re-send (not an attempt: the
+        step never ran; a message waiting in a long backlog is re-sent too) and give the
+        re-sent message until ``deadline``. False if the run moved on meanwhile or another
+        pass re-sent it first."""
         done, _ = self._update(
             _run_key(run.thread_id, run.run_id),
             ["lease_until = :l", "gsi1sk = :gs"],
@@ -985,11 +991,14 @@ class Store:
                 ":l": _decimal(deadline),
                 ":gs": _lease_sk(deadline, run.run_id),
                 ":n": run.done_step,
+                ":now": _decimal(now),
                 ":one": 1,
                 **_ACTIVE_VALUES,
             },
-            condition=f"{_ACTIVE} AND done_step = :n AND claimed_step = :n",
-            add=("claims :one",),
+            condition=(
+                f"{_ACTIVE} AND done_step = :n AND claimed_step = :n AND lease_until < :now"
+            ),
+            add=("resends :one",),
             returns="NONE",
         )
         return done

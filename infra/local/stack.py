@@ -200,6 +200,7 @@ class LocalStack:
             {
                 "LAMBDAGRAPH_VISIBILITY_TIMEOUT_S": str(timings.visibility_timeout_s),
                 "LAMBDAGRAPH_RESEND_AFTER_S": str(timings.visibility_timeout_s),
+                "LAMBDAGRAPH_RESEND_MAX_INTERVAL_S": f"{max(3600 / timings.scale, timings.visibility_timeout_s):g}",
             }
         )
         self._refresh_settings()

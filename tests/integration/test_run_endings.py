@@ -559,6 +559,62 @@ def test_housekeeping_does_not_duplicate_a_next_step_waiting_in_a_backlog(
     assert len(stack.receive(10)) == 1
 
 
+def _waiting(stack: Stack) -> int:
+    return sum(
+        int(
+            stack.sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]["ApproximateNumberOfMessages"]
+        )
+        for url in stack.queue_urls.values()
+    )
+
+
+def test_a_step_waiting_in_a_long_backlog_is_re_sent_a_few_times_and_still_runs(
+    stack: Stack, fake_clock: FakeClock
+) -> None:
+    # GIVEN a run whose next step waits unclaimed in a backlog for 10 hours, housekeeping
+    # passing every 5 minutes (re-sends are not attempts: the step never ran)
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, input=BILLING)
+    _deliver_one(stack)
+    for _ in range(10 * 12):
+        fake_clock.advance(300)
+        stack.housekeeping()
+
+    # THEN it was re-sent a few times, not once a pass, each wait twice the one before
+    # (capped at an hour): 0.5 h, 1 h, 1 h, ... over 10 h
+    copies = _waiting(stack)
+    assert 2 <= copies <= 12, copies
+    # AND when the backlog drains the step runs once and the run succeeds
+    stack.pump()
+    assert _run(stack, thread_id, run["run_id"])["status"] == "success"
+    assert len(_messages(stack, thread_id)) == 2
+
+
+def test_a_run_whose_step_messages_keep_vanishing_ends_error(
+    stack: Stack, fake_clock: FakeClock
+) -> None:
+    # GIVEN a run whose step messages are lost every time (never claimed)
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, input=BILLING)
+    for _ in range(40):
+        for priority, message in stack.receive(10):
+            stack.sqs.delete_message(
+                QueueUrl=stack.queue_urls[priority], ReceiptHandle=message["ReceiptHandle"]
+            )
+        fake_clock.advance(3600)
+        stack.housekeeping()
+        if _run(stack, thread_id, run["run_id"])["status"] != "pending":
+            break
+
+    # THEN after max_step_resends re-sends it ends error, saying so, and the thread is free
+    ended = _run(stack, thread_id, run["run_id"])
+    assert ended["status"] == "error"
+    assert f"re-sent {stack.settings.max_step_resends} times" in ended["error"]
+    assert _thread(stack, thread_id)["status"] == "error"
+
+
 def test_a_run_created_while_a_state_update_holds_the_thread_waits_for_it(
     stack: Stack, fake_clock: FakeClock
 ) -> None:
