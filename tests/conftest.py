@@ -46,6 +46,11 @@ def moto_endpoint() -> Iterator[str]:
     """URL of a moto server running in this pytest worker."""
     from moto.server import ThreadedMotoServer
 
+    from infra.local.moto_fidelity import serialise_dynamodb_requests
+
+    # As on DynamoDB, a conditional write is checked and applied as one step (moto's server
+    # handles requests on threads and would otherwise interleave them).
+    serialise_dynamodb_requests()
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
