@@ -347,6 +347,13 @@ class StepWorker:
         if not head or head == message.checkpoint_id or not made_by_run:
             return None
         has_interrupts = any(t.interrupts for t in snapshot.tasks)
+        if not has_interrupts and _has_pending_writes(graph, snapshot.config):
+            # The crashed attempt ran tasks of the head's superstep and saved their writes,
+            # but not the checkpoint after them (``snapshot.next`` leaves such tasks out, so
+            # the head would look final): go on from the head, LangGraph applies the saved
+            # writes and runs what is left.
+            logger.info("retried step had saved some task writes; resuming it")
+            return RESUME
         # The first step writes several checkpoints: the input's, the one after
         # ``__start__``, then the first node's. Only the last one means it was done.
         partial_first = (
@@ -445,6 +452,12 @@ class StepWorker:
 
 # ``_already_done``: the crashed attempt got partway through the first step.
 RESUME = "resume"
+
+
+def _has_pending_writes(graph: Any, config: Any) -> bool:
+    """Whether tasks of the checkpoint at ``config`` saved writes (a superstep under way)."""
+    found = graph.checkpointer.get_tuple(config)
+    return bool(found is not None and found.pending_writes)
 
 
 def _metadata(graph: Any, config: Any) -> dict[str, Any]:

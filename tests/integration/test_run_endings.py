@@ -19,6 +19,7 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from functions import aws, clock
+from functions.checkpointer import make_checkpointer
 from functions.executor import run_superstep, thread_config
 from functions.graph_loader import load_graph
 from functions.steps import recursion_error_message
@@ -72,8 +73,8 @@ class FailAws:
 
                 raise EndpointConnectionError(endpoint_url=f"injected:{operation}")
 
-    def attach(self) -> None:
-        for client in (aws.sqs_client(), aws.dynamodb_resource().meta.client):
+    def attach(self, *clients: Any) -> None:
+        for client in (aws.sqs_client(), aws.dynamodb_resource().meta.client, *clients):
             client.meta.events.register("provide-client-params.*.*", self._before_call)
             self._registered.append(client)
 
@@ -85,7 +86,7 @@ class FailAws:
 @pytest.fixture
 def fail_aws(stack: Stack) -> Iterator[FailAws]:
     injector = FailAws()
-    injector.attach()
+    injector.attach(make_checkpointer(stack.settings).client)
     yield injector
     injector.detach()
 
@@ -144,6 +145,43 @@ def test_rollback_of_a_recovered_first_step_keeps_earlier_runs(stack: Stack) -> 
     after = _messages(stack, thread_id)
     assert after[: len(before)] == before
     assert "I want a refund" not in after[len(before) :]
+
+
+def _history(stack: Stack, thread_id: str) -> list[tuple[int, str]]:
+    history = stack.api("POST", f"/threads/{thread_id}/history", {"limit": 100}).body
+    return [(h["metadata"]["step"], h["metadata"]["source"]) for h in reversed(history)]
+
+
+# The run's checkpoint writes: the first step's input checkpoint, ``__start__``'s writes, the
+# checkpoint after them, the first node's writes and its checkpoint; then two per step.
+@pytest.mark.parametrize("write", range(1, 10))
+def test_a_step_that_failed_at_any_checkpoint_write_is_finished_by_its_retry(
+    stack: Stack, fail_aws: FailAws, write: int
+) -> None:
+    # GIVEN the fault-free outcome of a run on a fresh thread
+    reference_thread, reference = _finished_thread(stack)
+    reference_history = _history(stack, reference_thread)
+
+    # WHEN the run's ``write``-th checkpoint write fails (whatever was written before it
+    # stays), and the step is retried
+    seen = {"n": 0}
+
+    def nth_checkpoint_write(params: dict[str, Any]) -> bool:
+        if params.get("TableName") != stack.settings.checkpoint_table:
+            return False
+        seen["n"] += 1
+        return seen["n"] == write
+
+    fail_aws.fail("PutItem", when=nth_checkpoint_write)
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, input=BILLING)
+    stack.pump()
+
+    # THEN the run ends as the fault-free one did: same reply, same checkpoints
+    assert seen["n"] >= write
+    assert _run(stack, thread_id, run["run_id"])["status"] == "success"
+    assert _messages(stack, thread_id) == reference
+    assert _history(stack, thread_id) == reference_history
 
 
 def test_repeating_a_rollback_changes_nothing(stack: Stack) -> None:
