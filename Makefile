@@ -29,9 +29,10 @@ test: install
 aws-calls: install
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --aws-calls-update
 
-# Every crash point of the run path replayed (tests/crashpoints; ~15 min on 2 cores).
+# Only the crash points of the run path (tests/crashpoints, part of `make test`; ~2 min on
+# 2 cores). `python -m bench crashpoints` replays every point on its own, more scenarios.
 crashpoints: install
-	LAMBDAGRAPH_CRASHPOINTS=1 $(BIN)/pytest -n $(PYTEST_WORKERS) tests/crashpoints
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests/crashpoints
 
 lint: install
 	$(BIN)/ruff check functions graphs infra tests bench

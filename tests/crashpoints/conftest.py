@@ -58,17 +58,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     points = sum(p for p, _ in _EXPLORED.values())
     replays = sum(r for _, r in _EXPLORED.values())
     terminalreporter.write_line(f"crash points explored: {points} ({replays} replays)")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Opt-in (``make crashpoints``, or ``LAMBDAGRAPH_CRASHPOINTS=1``): the full replay takes
-    about 15 minutes on 2 cores and still finds recoveries that differ from the fault-free
-    run (see README, "Reliability"); ``make test`` reports these tests as skipped."""
-    import os
-
-    if os.environ.get("LAMBDAGRAPH_CRASHPOINTS") == "1":
-        return
-    skip = pytest.mark.skip(reason="crash-point replay is opt-in: make crashpoints")
-    for item in items:
-        if "tests/crashpoints" in str(item.fspath):
-            item.add_marker(skip)
