@@ -1108,11 +1108,11 @@ class Replay:
             outcomes = self._concurrently(where, record)
             where += " (twice, concurrently)"
         else:
-            # A scripted crash (a stuck step) dies in the first copy; the second comes after.
-            outcomes = [
-                self._invoke_worker(where, record, crash_after),
-                self._invoke_worker(where + " (duplicate)", record, None),
-            ]
+            # A scripted crash (a stuck step) dies in the first copy; the second comes after,
+            # and is the one that sticks if the first never got its claim (throttled away).
+            first = self._invoke_worker(where, record, crash_after)
+            again = None if first == "stuck" else crash_after
+            outcomes = [first, self._invoke_worker(where + " (duplicate)", record, again)]
             where += " (twice, one after the other)"
         if "stuck" in outcomes:
             # The scripted crash fired (the sweep's crash, if it came first, leaves it armed).
@@ -1329,8 +1329,10 @@ class Replay:
         raise ClientGaveUp(f"could not cancel {ref}")
 
     def stick(self, ref: str, step: int, *, after_calls: int = 1) -> None:
-        """Script a stuck step: the first delivery of (ref, step) dies after its first
-        ``after_calls`` AWS calls (the claim) — part of the scenario, fault-free run included."""
+        """Script a stuck step: the first delivery of (ref, step) whose claim succeeds dies
+        after its first ``after_calls`` AWS calls (the claim) — part of the scenario,
+        fault-free run included. A delivery whose claim failed (throttled past botocore's
+        retries, say) leaves it armed for the next."""
         self._scripted[(ref, step)] = after_calls
 
     def stuck_fired(self, ref: str, step: int) -> Callable[[], bool]:
