@@ -194,15 +194,11 @@ class LocalStack:
         self._set_env(self.resources.env)
         if not timings.lease_from_env:
             self._set_env({LEASE_ENV: f"{timings.steps.lease_s:g}"})
-        # The heartbeat renews a message's visibility to this; a step nobody claimed is
-        # re-sent by housekeeping after it: both on the scaled clock.
-        self._set_env(
-            {
-                "LAMBDAGRAPH_VISIBILITY_TIMEOUT_S": str(timings.visibility_timeout_s),
-                "LAMBDAGRAPH_RESEND_AFTER_S": str(timings.visibility_timeout_s),
-                "LAMBDAGRAPH_RESEND_MAX_INTERVAL_S": f"{max(3600 / timings.scale, timings.visibility_timeout_s):g}",
-            }
-        )
+        # The heartbeat renews a message's visibility to this, on the scaled clock. The
+        # re-send of a step nobody claimed is not scaled: it must outlast a backlog, and a
+        # backlog drains at this machine's real speed whatever the time scale (scaled, 200
+        # runs at scale 60 waited longer than "30 minutes" and were re-sent every minute).
+        self._set_env({"LAMBDAGRAPH_VISIBILITY_TIMEOUT_S": str(timings.visibility_timeout_s)})
         self._refresh_settings()
 
         api_path = self._api_handler_path or API_FUNCTION.handler
