@@ -165,7 +165,7 @@ class ApprovalService:
         except tokens.TokenExpired:
             # A decided approval says so even after its link expired.
             record = self.records.get(approval_id)
-            if record is not None and record.status in ("approved", "rejected"):
+            if record is not None and record.status in ("approved", "rejected", "cancelled"):
                 # Signature already checked: only the expiry failed.
                 raise AlreadyDecided(record) from None
             raise

@@ -209,13 +209,17 @@ class ApprovalStack(Stack):
         assert record.execution_arn
         return dict(self.sfn.describe_execution(executionArn=record.execution_arn))
 
-    def wait_execution(self, approval_id: str, status: str, wait_s: float = 15.0) -> None:
+    def wait_execution(self, approval_id: str, *statuses: str, wait_s: float = 15.0) -> str:
+        """Wait until the approval's execution has one of ``statuses``; that status."""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if self.execution(approval_id)["status"] == status:
-                return
+            status = str(self.execution(approval_id)["status"])
+            if status in statuses:
+                return status
             time.sleep(0.2)
-        raise AssertionError(f"execution is {self.execution(approval_id)['status']}, not {status}")
+        raise AssertionError(
+            f"execution is {self.execution(approval_id)['status']}, not {statuses}"
+        )
 
 
 def link_path(url: str) -> str:

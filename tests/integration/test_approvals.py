@@ -5,11 +5,14 @@ email, follows its link over real HTTP, decides, and the thread resumes by itsel
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Any
 
 from tests.conftest import register_secret
 from tests.integration.approval_stack import ApprovalStack, approval_stack, link_path
+from tests.integration.conftest import KEY_B
 
 __all__ = ["approval_stack"]
 
@@ -91,3 +94,199 @@ def test_approve_through_the_emailed_link_resumes_the_run(approval_stack: Approv
     again = stack.open(url.split("?")[0], data={"token": unquote(token), "decision": "reject"})
     assert again.status == 409
     assert "already decided" in again.body
+
+
+def _decide(stack: ApprovalStack, url: str, decision: str, **extra: Any) -> Any:
+    from urllib.parse import unquote
+
+    token = unquote(url.split("token=", 1)[1])
+    return stack.open(url.split("?")[0], data={"token": token, "decision": decision, **extra})
+
+
+def test_reject_resumes_with_a_follow_up(approval_stack: ApprovalStack) -> None:
+    stack = approval_stack
+    # GIVEN a refund waiting for approval, its email sent
+    thread_id, _approval = _ask_for_refund(stack)
+    stack.pump_approvals("request")
+    url = _link_from_email(stack)
+    # WHEN the reviewer rejects (a JSON client this time)
+    from urllib.parse import unquote
+
+    reply = stack.open(
+        url.split("?")[0],
+        data={"token": unquote(url.split("token=", 1)[1]), "decision": "reject"},
+        accept="application/json",
+        json_body=True,
+    )
+    # THEN the answer is JSON and the thread resumes with the rejection
+    assert reply.status == 200, reply.body
+    assert reply.json()["status"] == "rejected"
+    assert reply.json()["decision"]["approved"] is False
+    stack.pump_approvals("resume")
+    stack.pump()
+    assert "follow up" in _last_reply(stack, thread_id)
+    assert stack.api("GET", f"/threads/{thread_id}/approvals").body[0]["status"] == "rejected"
+
+
+def test_expiry_resumes_with_an_expired_decision(approval_stack: ApprovalStack) -> None:
+    stack = approval_stack
+    # GIVEN approvals that expire after two seconds
+    stack.settings.approval_timeout_s = 2
+    thread_id, _approval = _ask_for_refund(stack)
+    stack.pump_approvals("request")
+    url = _link_from_email(stack)
+    # WHEN nobody decides in time
+    resumed = stack.pump_approvals("resume", wait_s=20)
+    # THEN the state machine resumes the run with decision "expired"
+    assert resumed[0]["decision"]["decision"] == "expired"
+    stack.pump()
+    assert "follow up" in _last_reply(stack, thread_id)
+    record = stack.api("GET", f"/threads/{thread_id}/approvals").body[0]
+    assert record["status"] == "expired"
+    assert record["source"] == "timeout"
+    assert record["decision"]["approved"] is False
+    # AND the link now answers 410 Gone, changing nothing
+    page = stack.open(url)
+    assert page.status == 410
+    assert "expired" in page.body
+    assert _decide(stack, url, "approve").status == 410
+    runs = stack.api("GET", f"/threads/{thread_id}/runs").body
+    assert len(runs) == 2
+
+
+def test_forged_tampered_and_cross_approval_tokens_are_refused(
+    approval_stack: ApprovalStack,
+) -> None:
+    stack = approval_stack
+    # GIVEN two approvals waiting, each with its link
+    _, first = _ask_for_refund(stack)
+    stack.pump_approvals("request")
+    url = _link_from_email(stack)
+    _, second = _ask_for_refund(stack)
+    from urllib.parse import unquote
+
+    token = unquote(url.split("token=", 1)[1])
+    version, payload, mac = token.split(".")
+    tampered_mac = f"{version}.{payload}.{mac[:-2]}{'AA' if mac[-2:] != 'AA' else 'BB'}"
+
+    forged_payload = (
+        base64.urlsafe_b64encode(
+            json.dumps(
+                {"a": first["approval_id"], "r": "evil@example.com", "x": 9999999999}
+            ).encode()
+        )
+        .decode()
+        .rstrip("=")
+    )
+    forged = f"{version}.{forged_payload}.{mac}"
+    base = f"/approvals/{first['approval_id']}"
+    cases = {
+        "no token": (base, 403),
+        "garbage": (f"{base}?token=garbage", 403),
+        "tampered signature": (f"{base}?token={tampered_mac}", 403),
+        "forged claims": (f"{base}?token={forged}", 403),
+        "other approval's token": (f"/approvals/{second['approval_id']}?token={token}", 403),
+    }
+    for name, (path, status) in cases.items():
+        # WHEN the page is opened or posted with it
+        page = stack.open(path)
+        decided = stack.open(
+            path.split("?")[0], data={"token": path.partition("token=")[2], "decision": "approve"}
+        )
+        # THEN it is refused with a clear message, in HTML and JSON
+        assert page.status == status, (name, page.body)
+        assert decided.status == status, (name, decided.body)
+        assert "token" in page.body.lower()
+        as_json = stack.open(path, accept="application/json")
+        assert as_json.status == status
+        assert "token" in as_json.json()["detail"]
+    # AND nothing changed
+    listed = stack.api("GET", "/approvals", query={"status": "pending"}).body
+    assert {first["approval_id"], second["approval_id"]} <= {a["approval_id"] for a in listed}
+    assert all(a["status"] == "pending" for a in listed)
+    # AND a bad decision is a 422
+    assert _decide(stack, url, "maybe").status == 422
+
+
+def test_duplicate_token_message_sends_one_email(approval_stack: ApprovalStack) -> None:
+    stack = approval_stack
+    # GIVEN the state machine's token message
+    _, approval = _ask_for_refund(stack)
+    messages = stack.approval_messages()
+    assert len(messages) == 1
+    # WHEN it is delivered twice (SQS is at-least-once)
+    stack.sqs.send_message(QueueUrl=stack.approval_queue_url, MessageBody=messages[0]["Body"])
+    stack.deliver_approvals(messages)
+    stack.deliver_approvals(stack.approval_messages())
+    # THEN the reviewer has one email
+    assert len(stack.emails_to(stack.reviewer)) == 1
+    # AND deciding settles it once: one resume, one resumed run
+    url = _link_from_email(stack)
+    assert _decide(stack, url, "approve").status == 200
+    stack.pump_approvals("resume")
+    stack.pump()
+    runs = stack.api("GET", f"/threads/{approval['thread_id']}/runs").body
+    assert len(runs) == 2
+
+
+def test_another_tenant_sees_no_approvals(approval_stack: ApprovalStack) -> None:
+    stack = approval_stack
+    thread_id, approval = _ask_for_refund(stack)
+    # WHEN tenant B lists them
+    assert stack.api("GET", f"/threads/{thread_id}/approvals", api_key=KEY_B).status == 404
+    pending = stack.api("GET", "/approvals", query={"status": "pending"}, api_key=KEY_B)
+    # THEN none of A's show
+    assert pending.status == 200
+    assert approval["approval_id"] not in {a["approval_id"] for a in pending.body}
+    # AND listing needs an API key (the page alone is authorised by its token)
+    assert stack.api("GET", "/approvals", api_key=None).status == 401
+    assert stack.api("GET", "/approvals", query={"status": "bogus"}).status == 422
+
+
+def test_resume_through_the_api_settles_the_approval(approval_stack: ApprovalStack) -> None:
+    stack = approval_stack
+    # moto acts on StopExecution of a task waiting for its token only when the wait ends
+    # (on AWS at once), and then reports FAILED rather than ABORTED: a short timeout lets the
+    # test see it, and that no resume message follows (an execution not stopped would
+    # succeed through its expiry branch and send one).
+    stack.settings.approval_timeout_s = 3
+    # GIVEN a refund waiting for approval, its email sent
+    thread_id, approval = _ask_for_refund(stack)
+    stack.pump_approvals("request")
+    url = _link_from_email(stack)
+    # WHEN a client resumes the thread through the API
+    stack.start_run(thread_id, command={"resume": {"decision": "approve", "approved": True}})
+    stack.pump()
+    # THEN the run completes, the approval is settled by the API and its execution stopped
+    assert _last_reply(stack, thread_id) == "Your refund of $49 has been issued."
+    record = stack.api("GET", f"/threads/{thread_id}/approvals").body[0]
+    assert record["status"] == "approved"
+    assert record["source"] == "api"
+    stack.wait_execution(approval["approval_id"], "ABORTED", "FAILED", wait_s=20)
+    assert stack.approval_messages(wait_s=1) == []  # no resume from a stopped execution
+    # AND the emailed link says "already decided"
+    page = stack.open(url)
+    assert page.status == 409
+    assert "already decided" in page.body
+    assert _decide(stack, url, "reject").status == 409
+    assert len(stack.api("GET", f"/threads/{thread_id}/runs").body) == 2
+
+
+def test_deleting_the_thread_stops_the_waiting_execution(approval_stack: ApprovalStack) -> None:
+    stack = approval_stack
+    # moto acts on StopExecution of a task waiting for its token only when the wait ends
+    # (on AWS at once), and then reports FAILED rather than ABORTED: a short timeout lets the
+    # test see it, and that no resume message follows (an execution not stopped would
+    # succeed through its expiry branch and send one).
+    stack.settings.approval_timeout_s = 3
+    thread_id, approval = _ask_for_refund(stack)
+    stack.pump_approvals("request")
+    url = _link_from_email(stack)
+    # WHEN the thread is deleted
+    assert stack.api("DELETE", f"/threads/{thread_id}").status == 204
+    # THEN its execution stops and the link says so
+    stack.wait_execution(approval["approval_id"], "ABORTED", "FAILED", wait_s=20)
+    assert stack.approval_messages(wait_s=1) == []
+    page = stack.open(url, accept="application/json")
+    assert page.status == 409
+    assert page.json()["approval"]["status"] == "cancelled"
