@@ -69,17 +69,6 @@ def send_task_success(task_token: str, output: dict[str, Any]) -> None:
         raise InfrastructureError(f"Step Functions SendTaskSuccess failed: {exc}") from exc
 
 
-def stop_execution(execution_arn: str, cause: str) -> None:
-    try:
-        sfn_client().stop_execution(executionArn=execution_arn, cause=cause)
-    except ClientError as exc:
-        if _code(exc) in ("ExecutionDoesNotExist",):
-            return
-        raise InfrastructureError(f"Step Functions StopExecution failed: {exc}") from exc
-    except BotoCoreError as exc:
-        raise InfrastructureError(f"Step Functions StopExecution failed: {exc}") from exc
-
-
 def send_email(sender: str, to: str, subject: str, text: str, html: str) -> None:
     """One MIME message with a text and an HTML part (``SendRawEmail``: SES's simple
     ``SendEmail`` would do too, but the local stack's moto keeps only one of its bodies)."""

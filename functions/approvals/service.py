@@ -135,7 +135,10 @@ class ApprovalService:
             )
             return 0
         if record.status != PENDING:
-            return 0  # settled (through the API, or cancelled): its execution was stopped
+            # Settled before its token arrived (the API resumed the thread, or it was
+            # deleted): complete the execution, which then ends without a resume.
+            _complete(task_token, record, record.status)
+            return 0
         self.records.set_task_token(approval_id, task_token)
         sent = 0
         for reviewer in record.reviewers:
@@ -208,8 +211,7 @@ class ApprovalService:
                     "execution no longer waiting", extra={"approval_id": record.approval_id}
                 )
                 return
-        if record.execution_arn:
-            clients.stop_execution(record.execution_arn, "decided before the token arrived")
+        # Its token message, when it comes, completes the execution (``notify``).
         self.resume_run(record)
 
     # --- 4. resume (the resume message) ------------------------------------------------
@@ -263,7 +265,8 @@ class ApprovalService:
 
     def settle_by_api(self, thread_id: str, resume: Any, run_id: str) -> None:
         """A client resumed the thread itself: its pending approvals are settled (source
-        ``api``) and their executions stopped, so the emailed links say "already decided"."""
+        ``api``) and their executions completed (no resume follows), so the emailed links say
+        "already decided"."""
         for record in self.records.for_thread(thread_id):
             if record.status != PENDING:
                 continue
@@ -273,7 +276,7 @@ class ApprovalService:
             decision["value"] = value
             if self.records.settle(record, "approved" if approved else "rejected", decision, "api"):
                 self.records.set_resumed(record.approval_id, run_id)
-                _stop(record, "resumed through the API")
+                _complete(record.task_token, record, "approved" if approved else "rejected")
 
     def list_thread(self, tenant: str, thread_id: str) -> list[dict[str, Any]]:
         self.runs.thread_for(tenant, thread_id)
@@ -285,22 +288,27 @@ class ApprovalService:
 
 def stop_thread_approvals(settings: Settings, thread_id: str) -> None:
     """The thread is being deleted: its pending approvals are cancelled and their
-    executions stopped (their links then say "already decided: cancelled")."""
+    executions completed without a resume (their links then say "already decided: cancelled")."""
     records = ApprovalRecords(settings.runtime_table)
     for record in records.for_thread(thread_id):
         if record.status == PENDING and records.settle(
             record, "cancelled", {"decision": "cancelled", "decided_at": now_iso()}, "api"
         ):
-            _stop(record, "thread deleted")
+            _complete(record.task_token, record, "cancelled")
 
 
-def _stop(record: ApprovalRecord, cause: str) -> None:
-    if record.execution_arn:
-        try:
-            clients.stop_execution(record.execution_arn, cause)
-        except InfrastructureError:
-            # The record is settled: its execution's messages change nothing any more.
-            logger.warning("execution not stopped", extra={"approval_id": record.approval_id})
+def _complete(task_token: str | None, record: ApprovalRecord, status: str) -> None:
+    """End a settled approval's waiting execution (``settled``: no resume follows). Without
+    a token yet, its token message does it (``notify``)."""
+    if not task_token:
+        return
+    try:
+        clients.send_task_success(task_token, {"settled": True, "status": status})
+    except clients.TaskGone:
+        pass  # it ended already (timed out): its resume message changes nothing now
+    except InfrastructureError:
+        # Settled anyway: the execution's later messages change nothing (``on_resume``).
+        logger.warning("execution not completed", extra={"approval_id": record.approval_id})
 
 
 def _approved(value: Any) -> bool:

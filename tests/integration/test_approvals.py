@@ -245,11 +245,6 @@ def test_another_tenant_sees_no_approvals(approval_stack: ApprovalStack) -> None
 
 def test_resume_through_the_api_settles_the_approval(approval_stack: ApprovalStack) -> None:
     stack = approval_stack
-    # moto acts on StopExecution of a task waiting for its token only when the wait ends
-    # (on AWS at once), and then reports FAILED rather than ABORTED: a short timeout lets the
-    # test see it, and that no resume message follows (an execution not stopped would
-    # succeed through its expiry branch and send one).
-    stack.settings.approval_timeout_s = 3
     # GIVEN a refund waiting for approval, its email sent
     thread_id, approval = _ask_for_refund(stack)
     stack.pump_approvals("request")
@@ -257,13 +252,13 @@ def test_resume_through_the_api_settles_the_approval(approval_stack: ApprovalSta
     # WHEN a client resumes the thread through the API
     stack.start_run(thread_id, command={"resume": {"decision": "approve", "approved": True}})
     stack.pump()
-    # THEN the run completes, the approval is settled by the API and its execution stopped
+    # THEN the run completes, the approval is settled by the API and its execution completed
     assert _last_reply(stack, thread_id) == "Your refund of $49 has been issued."
     record = stack.api("GET", f"/threads/{thread_id}/approvals").body[0]
     assert record["status"] == "approved"
     assert record["source"] == "api"
-    stack.wait_execution(approval["approval_id"], "ABORTED", "FAILED", wait_s=20)
-    assert stack.approval_messages(wait_s=1) == []  # no resume from a stopped execution
+    stack.wait_execution(approval["approval_id"], "SUCCEEDED")
+    assert stack.approval_messages(wait_s=1) == []  # ended without a resume
     # AND the emailed link says "already decided"
     page = stack.open(url)
     assert page.status == 409
@@ -274,19 +269,32 @@ def test_resume_through_the_api_settles_the_approval(approval_stack: ApprovalSta
 
 def test_deleting_the_thread_stops_the_waiting_execution(approval_stack: ApprovalStack) -> None:
     stack = approval_stack
-    # moto acts on StopExecution of a task waiting for its token only when the wait ends
-    # (on AWS at once), and then reports FAILED rather than ABORTED: a short timeout lets the
-    # test see it, and that no resume message follows (an execution not stopped would
-    # succeed through its expiry branch and send one).
-    stack.settings.approval_timeout_s = 3
     thread_id, approval = _ask_for_refund(stack)
     stack.pump_approvals("request")
     url = _link_from_email(stack)
     # WHEN the thread is deleted
     assert stack.api("DELETE", f"/threads/{thread_id}").status == 204
-    # THEN its execution stops and the link says so
-    stack.wait_execution(approval["approval_id"], "ABORTED", "FAILED", wait_s=20)
+    # THEN its execution ends without a resume and the link says so
+    stack.wait_execution(approval["approval_id"], "SUCCEEDED")
     assert stack.approval_messages(wait_s=1) == []
     page = stack.open(url, accept="application/json")
     assert page.status == 409
     assert page.json()["approval"]["status"] == "cancelled"
+
+
+def test_settled_before_the_token_arrives_sends_no_email(approval_stack: ApprovalStack) -> None:
+    stack = approval_stack
+    # GIVEN an approval whose token message has not been handled yet
+    thread_id, approval = _ask_for_refund(stack)
+    # WHEN the client resumes the thread through the API first
+    stack.start_run(thread_id, command={"resume": {"decision": "reject", "approved": False}})
+    stack.pump()
+    # AND the token message arrives afterwards
+    stack.pump_approvals("request")
+    # THEN nobody is emailed, and the execution ends without resuming the thread again
+    assert stack.emails_to(stack.reviewer) == []
+    stack.wait_execution(approval["approval_id"], "SUCCEEDED")
+    assert stack.approval_messages(wait_s=1) == []
+    record = stack.api("GET", f"/threads/{thread_id}/approvals").body[0]
+    assert (record["status"], record["source"]) == ("rejected", "api")
+    assert len(stack.api("GET", f"/threads/{thread_id}/runs").body) == 2
