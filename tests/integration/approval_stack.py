@@ -233,7 +233,13 @@ def approval_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Itera
     # Step Functions' service integrations call back into this moto server.
     monkeypatch.setenv("MOTO_PORT", moto_endpoint.rsplit(":", 1)[1])
     enable_execution(moto_endpoint)
-    for cached in (aws.dynamodb_resource, aws.sqs_client, clients.sfn_client, clients.ses_client):
+    for cached in (
+        aws.dynamodb_resource,
+        aws.sqs_client,
+        clients.sfn_client,
+        clients.ses_client,
+        clients.secrets_client,
+    ):
         cached.cache_clear()
     stack = ApprovalStack(moto_endpoint)
     try:

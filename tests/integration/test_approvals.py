@@ -298,3 +298,83 @@ def test_settled_before_the_token_arrives_sends_no_email(approval_stack: Approva
     record = stack.api("GET", f"/threads/{thread_id}/approvals").body[0]
     assert (record["status"], record["source"]) == ("rejected", "api")
     assert len(stack.api("GET", f"/threads/{thread_id}/runs").body) == 2
+
+
+def test_signing_key_from_secrets_manager(approval_stack: ApprovalStack) -> None:
+    import boto3
+
+    from functions.approvals import clients
+
+    stack = approval_stack
+    # GIVEN the signing key in Secrets Manager (as on AWS), none in the environment
+    key = register_secret(base64.urlsafe_b64encode(os_random(32)).decode(), "signing secret")
+    secrets = boto3.client("secretsmanager", endpoint_url=stack.endpoint)
+    arn = secrets.create_secret(Name=f"approvals-{os_random(4).hex()}", SecretString=key)["ARN"]
+    clients.secrets_client.cache_clear()
+    stack.settings.approval_signing_key = ""
+    stack.settings.approval_signing_secret_arn = arn
+    # WHEN a refund asks for approval and the reviewer approves through the link
+    thread_id, _ = _ask_for_refund(stack)
+    stack.pump_approvals("request")
+    url = _link_from_email(stack)
+    # Each function reads the secret in its own process (cold start); here they share one.
+    clients.secret_value.cache_clear()
+    assert stack.open(url).status == 200
+    assert _decide(stack, url, "approve").status == 200
+    stack.pump_approvals("resume")
+    stack.pump()
+    # THEN the run resumed, and links are signed with the secret's key
+    assert _last_reply(stack, thread_id) == "Your refund of $49 has been issued."
+    from urllib.parse import unquote
+
+    from functions.approvals import tokens
+
+    token = unquote(url.split("token=", 1)[1])
+    claims = tokens.verify(key.encode(), token, url.split("/approvals/")[1].split("?")[0], 0)
+    assert claims.reviewer == stack.reviewer
+
+
+def os_random(n: int) -> bytes:
+    import os
+
+    return os.urandom(n)
+
+
+def test_an_approval_start_that_failed_is_finished_by_housekeeping(
+    approval_stack: ApprovalStack,
+) -> None:
+    import time
+
+    stack = approval_stack
+    # GIVEN a run whose ending cannot start the execution (Step Functions refuses: the
+    # state machine is missing), after the approval record was stored
+    stack.settings.lease_s = 0.5
+    good_arn = stack.state_machine_arn
+    stack.settings.approval_state_machine_arn = good_arn + "-missing"
+    thread_id = stack.create_thread()
+    stack.start_run(thread_id, input=REFUND)
+    for _ in range(6):
+        batch = stack.receive(max_messages=1)
+        if not batch:
+            break
+        stack.deliver(batch[0][0], [batch[0][1]])
+        runs = stack.api("GET", f"/threads/{thread_id}/runs").body
+        if runs[0]["status"] == "success":
+            break
+    (approval,) = stack.api("GET", f"/threads/{thread_id}/approvals").body
+    assert approval["status"] == "pending"
+    assert stack.emails_to(stack.reviewer) == []
+    # WHEN Step Functions is back and housekeeping finds the unfinished ending
+    stack.settings.approval_state_machine_arn = good_arn
+    time.sleep(1)
+    stack.housekeeping()
+    stack.pump()  # the step message, redelivered, finds the ending finished or finishes it
+    # THEN exactly one execution runs for the approval, and the approval goes on as usual
+    executions = stack.sfn.list_executions(stateMachineArn=good_arn)["executions"]
+    assert [e["name"] for e in executions] == [approval["approval_id"]]
+    stack.pump_approvals("request")
+    url = _link_from_email(stack)
+    assert _decide(stack, url, "approve").status == 200
+    stack.pump_approvals("resume")
+    stack.pump()
+    assert _last_reply(stack, thread_id) == "Your refund of $49 has been issued."
