@@ -23,9 +23,12 @@ def expires_text(record: ApprovalRecord) -> str:
 def render_email(record: ApprovalRecord, link: str) -> tuple[str, str, str]:
     subject = f"Approval needed: {record.summary}"[:200]
     action = action_text(record.action)
+    why = f"Why: {record.reason}\n\n" if record.reason else ""
+    why_html = f"<p><strong>Why:</strong> {escape(record.reason)}</p>\n" if record.reason else ""
     text = (
         f"An agent asks for your approval.\n\n"
         f"What is asked: {record.summary}\n\n"
+        f"{why}"
         f"Proposed action:\n{action}\n\n"
         f"Run {record.run_id} on thread {record.thread_id} (graph {record.assistant_id}).\n\n"
         f"Approve or reject it here (the link expires {expires_text(record)}):\n{link}\n\n"
@@ -35,7 +38,7 @@ def render_email(record: ApprovalRecord, link: str) -> tuple[str, str, str]:
 <html lang="en"><body style="font-family: sans-serif; max-width: 40em">
 <h1 style="font-size: 1.3em">Approval needed</h1>
 <p><strong>What is asked:</strong> {escape(record.summary)}</p>
-<p><strong>Proposed action:</strong></p>
+{why_html}<p><strong>Proposed action:</strong></p>
 <pre style="background: #f4f4f4; padding: .5em">{escape(action)}</pre>
 <p>Run <code>{escape(record.run_id)}</code> on thread <code>{escape(record.thread_id)}</code>
 (graph <code>{escape(record.assistant_id)}</code>).</p>

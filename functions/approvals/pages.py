@@ -152,8 +152,10 @@ def _layout(title: str, content: str) -> str:
 
 
 def _details(record: ApprovalRecord) -> str:
+    why = f"<p><strong>Why:</strong> {escape(record.reason)}</p>" if record.reason else ""
     return (
         f'<p><strong>What is asked:</strong> <span id="summary">{escape(record.summary)}</span></p>'
+        f"{why}"
         f"<p><strong>Proposed action:</strong></p><pre>{escape(action_text(record.action))}</pre>"
         f"<p>Run <code>{escape(record.run_id)}</code> on thread "
         f"<code>{escape(record.thread_id)}</code>.</p>"

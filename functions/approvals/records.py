@@ -49,6 +49,7 @@ class ApprovalRecord:
     execution_arn: str | None = None
     emailed: list[str] = field(default_factory=list)
     resumed_run_id: str | None = None
+    reason: str = ""
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> ApprovalRecord:
@@ -72,6 +73,7 @@ class ApprovalRecord:
             execution_arn=item.get("execution_arn"),
             emailed=list(item.get("emailed") or []),
             resumed_run_id=item.get("resumed_run_id"),
+            reason=str(item.get("reason") or ""),
         )
 
     def to_api(self) -> dict[str, Any]:
@@ -83,6 +85,7 @@ class ApprovalRecord:
             "assistant_id": self.assistant_id,
             "interrupt_id": self.interrupt_id,
             "summary": self.summary,
+            "reason": self.reason,
             "action": self.action,
             "reviewers": self.reviewers,
             "status": self.status,
@@ -129,6 +132,7 @@ class ApprovalRecords:
             "assistant_id": record.assistant_id,
             "interrupt_id": record.interrupt_id,
             "summary": record.summary,
+            "reason": record.reason,
             "action": dumps(record.action),
             "reviewers": record.reviewers,
             "timeout_s": record.timeout_s,

@@ -21,6 +21,8 @@ class ApprovalRequest:
     action: Any
     reviewers: tuple[str, ...]
     timeout_s: int
+    # Why the graph asks (optional ``why`` or ``reason``), shown to reviewers.
+    reason: str = ""
 
 
 def is_approval(value: Any) -> bool:
@@ -63,6 +65,7 @@ def approval_requests(
                     action=value.get("action"),
                     reviewers=emails,
                     timeout_s=max(1, min(int(timeout), MAX_TIMEOUT_S)),
+                    reason=str(value.get("why") or value.get("reason") or ""),
                 )
             )
     return found

@@ -93,6 +93,7 @@ class ApprovalService:
                 timeout_s=request.timeout_s,
                 created_at=now_iso(),
                 expires_at=int(clock.now()) + request.timeout_s,
+                reason=request.reason,
             )
             if not self.records.put_if_absent(record):
                 record = self.records.get(approval_id) or record

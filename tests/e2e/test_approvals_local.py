@@ -159,7 +159,8 @@ def test_the_emailed_link_approves_and_the_run_resumes(stack: tuple[str, Path]) 
     if CHROMIUM is not None:
         shot = ARTIFACTS / "approval-page.png"
         _screenshot(link, shot)
-        assert shot.exists() and shot.stat().st_size > 1000
+        assert shot.exists()
+        assert shot.stat().st_size > 1000
     status, listed = _call(f"{url}/threads/{thread_id}/approvals", **auth)
     assert listed[0]["status"] == "pending"
     # WHEN the reviewer clicks Approve (the form's POST)

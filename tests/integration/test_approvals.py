@@ -38,8 +38,15 @@ def _link_from_email(stack: ApprovalStack, reviewer: str | None = None) -> str:
     assert found, emails[-1]
     assert found[0] in emails[-1]["html"].replace("&amp;", "&")
     url = found[0]
+    # What is asked, why, the run and thread, in both parts.
+    for part in (emails[-1]["text"], emails[-1]["html"]):
+        assert "Refund $49 to the customer" in part
+        assert "I was charged twice" in part
     token = url.split("token=", 1)[1]
     register_secret(token, "approval link token")
+    from urllib.parse import unquote
+
+    register_secret(unquote(token), "approval link token")
     return url
 
 
