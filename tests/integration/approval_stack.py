@@ -123,7 +123,7 @@ class ApprovalStack(Stack):
 
     def deliver_approvals(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """Hand messages to the notifier as one Lambda SQS event; delete what succeeded."""
-        template = load_event("sqs_step_message.json")["Records"][0]
+        template = load_event("sqs_approval_message.json")["Records"][0]
         records = []
         for m in messages:
             record = json.loads(json.dumps(template))
