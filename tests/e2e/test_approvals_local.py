@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import pytest
 from infra.local.stack import wait_until_ok
 from tests.conftest import register_secret, scan_text
 
+from .chromium import CHROMIUM, Browser
 from .conftest import REPO, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("approvals-local")]
@@ -33,7 +33,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("approvals-local")]
 # Not registered as a secret: the stack's first-run help prints the key on purpose.
 KEY = "approvals-e2e-key-0123456789"
 REVIEWER = "reviewer@example.com"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("LAMBDAGRAPH_TEST_ARTIFACTS", REPO / "build" / "test-artifacts"))
 LINK = re.compile(r"http://[^\s\"<>]+/approvals/[^\s\"<>?]+\?token=[^\s\"<>]+")
 
@@ -99,29 +98,7 @@ def _wait(predicate: Any, timeout_s: float = 60.0) -> Any:
     raise AssertionError("timed out")
 
 
-def _screenshot(url: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [
-                str(CHROMIUM),
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                f"--user-data-dir={profile}",
-                "--window-size=900,900",
-                f"--screenshot={path}",
-                url,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=90,
-            check=False,
-        )
-
-
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_the_emailed_link_approves_and_the_run_resumes(stack: tuple[str, Path]) -> None:
     url, log_path = stack
     auth = {"x-api-key": KEY, "Content-Type": "application/json"}
@@ -152,24 +129,28 @@ def test_the_emailed_link_approves_and_the_run_resumes(stack: tuple[str, Path]) 
     register_secret(link.split("token=", 1)[1], "approval link token (e2e)")
     register_secret(unquote(link.split("token=", 1)[1]), "approval link token (e2e)")
     assert thread_id in mail["text"]
-    # AND the link opens the page (a screenshot kept as an artifact), which changes nothing
+    # AND the link opens the page, which changes nothing
     status, page = _call(link)
     assert status == 200
     assert "Refund $49 to the customer" in page
-    if CHROMIUM is not None:
-        shot = ARTIFACTS / "approval-page.png"
-        _screenshot(link, shot)
-        assert shot.exists()
-        assert shot.stat().st_size > 1000
     status, listed = _call(f"{url}/threads/{thread_id}/approvals", **auth)
     assert listed[0]["status"] == "pending"
-    # WHEN the reviewer clicks Approve (the form's POST)
+    with Browser() as browser:
+        # WHEN the reviewer opens the link in a browser (screenshot kept as an artifact)
+        browser.open(link)
+        assert "Refund $49 to the customer" in browser.text()
+        browser.screenshot(ARTIFACTS / "approval-page.png")
+        # AND clicks Approve
+        browser.evaluate("document.querySelector('#comment').value = 'duplicate charge'")
+        browser.click("button.approve")
+        assert "your decision is recorded" in browser.text()
+        browser.screenshot(ARTIFACTS / "approval-decided.png")
+        # THEN opening the link again shows the recorded decision, with no buttons
+        browser.open(link)
+        shown = browser.text()
+        assert "already decided: approved" in shown
+        assert browser.evaluate("document.querySelectorAll('button').length") == 0
     form = urlencode({"token": unquote(link.split("token=", 1)[1]), "decision": "approve"})
-    status, outcome = _call(
-        link.split("?")[0], "POST", form, **{"Content-Type": "application/x-www-form-urlencoded"}
-    )
-    assert status == 200, outcome
-    assert "approved" in outcome
 
     # THEN the run resumes by itself and completes the refund
     def resumed() -> bool:
@@ -179,7 +160,10 @@ def test_the_emailed_link_approves_and_the_run_resumes(stack: tuple[str, Path]) 
     _wait(resumed)
     _, state = _call(f"{url}/threads/{thread_id}/state", **auth)
     assert state["values"]["messages"][-1]["content"] == "Your refund of $49 has been issued."
-    # AND a second click is refused, showing the recorded decision
+    _, listed = _call(f"{url}/threads/{thread_id}/approvals", **auth)
+    assert listed[0]["decision"]["comment"] == "duplicate charge"
+    assert listed[0]["decision"]["reviewer"] == REVIEWER
+    # AND a second submission is refused, showing the recorded decision
     status, again = _call(
         link.split("?")[0], "POST", form, **{"Content-Type": "application/x-www-form-urlencoded"}
     )
