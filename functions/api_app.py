@@ -422,5 +422,8 @@ def build_app() -> APIGatewayRestResolver:
     app.get("/threads/<thread_id>/runs/<run_id>")(get_run)
     app.get("/threads/<thread_id>/runs/<run_id>/join")(join_run)
     app.post("/threads/<thread_id>/runs/<run_id>/cancel")(cancel_run)
+    from functions.approvals.routes import register as register_approvals
+
+    register_approvals(app)
     declare_responses(app)
     return app

@@ -164,6 +164,10 @@ API_FUNCTION = FunctionSpec(
 HOUSEKEEPING_FUNCTION = FunctionSpec(
     "Housekeeping", "functions.handlers.housekeeping.handler", timeout_s=120, memory_mb=512
 )
+# Human approval (functions/approvals): emails reviewers, resumes threads.
+APPROVAL_NOTIFIER_FUNCTION = FunctionSpec(
+    "ApprovalNotifier", "functions.handlers.approvals.handler", timeout_s=60, memory_mb=512
+)
 
 # --- queues --------------------------------------------------------------------------------
 
@@ -193,6 +197,17 @@ STEP_QUEUES: dict[Priority, QueueSpec] = {
         dlq_env_var="LAMBDAGRAPH_DLQ_URL_LOW",
     ),
 }
+
+
+# The approval state machine's token and resume messages (functions/approvals).
+APPROVAL_QUEUE = QueueSpec(
+    "ApprovalRequests",
+    "LAMBDAGRAPH_APPROVAL_QUEUE_URL",
+    visibility_timeout_s=6 * 60,
+    max_concurrency=5,
+    batch_size=1,
+)
+APPROVAL_STATE_MACHINE_LOGICAL_ID = "ApprovalStateMachine"
 
 
 # The worker's own concurrency: every queue's MaximumConcurrency at once, so a burst of API

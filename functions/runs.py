@@ -125,6 +125,7 @@ class RunService:
                 # passes. Answering 5xx would make the client create it a second time.
                 logger.warning("first step not sent; housekeeping will send it")
             logger.info("run created", extra={"run_id": run.run_id, "thread_id": thread_id})
+            self._settle_approvals(body, run)
             return run
 
         # The thread is busy: apply the multitask strategy.
@@ -151,7 +152,21 @@ class RunService:
         # queued run: finish that, or start the queued run ourselves.
         if not self.finish_stale_holder(thread_id):
             self.start_next(thread_id)
+        self._settle_approvals(body, run)
         return self.store.get_run(thread_id, run.run_id) or run
+
+    def _settle_approvals(self, body: RunCreate, run: RunRecord) -> None:
+        """A client's own resume settles the thread's pending approvals (functions/approvals)."""
+        if body.command is None or body.command.resume is None:
+            return
+        if (body.metadata or {}).get("approval_id"):
+            return  # the approval's own resume
+        from functions.approvals.service import ApprovalService
+
+        try:
+            ApprovalService(self).settle_by_api(run.thread_id, body.command.resume, run.run_id)
+        except InfrastructureError:
+            logger.warning("approvals not settled by the API resume", extra={"run_id": run.run_id})
 
     def _thread_for_run(self, tenant: str, thread_id: str, body: RunCreate) -> ThreadRecord:
         thread = self.store.get_thread(thread_id)
@@ -210,7 +225,7 @@ class RunService:
         cancel = run.cancel if status == "interrupted" else None
         ending = Ending(
             thread_status=thread_status,
-            effects=_effects_for(cancel),
+            effects=_effects_for(cancel, interrupts),
             interrupts=interrupts or {},
             set_values=values is not None,
         )
@@ -302,6 +317,10 @@ class RunService:
             self.start_next(run.thread_id, released.queued_runs if released is not None else 1)
         elif effect == "delete":
             self.store.delete_run(run.thread_id, run.run_id)
+        elif effect == "approval":
+            from functions.approvals.service import ApprovalService
+
+            ApprovalService(self).start(run, ending)
         else:
             raise ValueError(f"unknown run-ending effect {effect!r}")
         return released
@@ -488,11 +507,21 @@ class RunService:
         return to_jsonable(graph.get_state(thread_config(run.thread_id)).values)
 
 
-def _effects_for(cancel: str | None) -> list[str]:
-    """The effects of a run's ending, in order (see ``RunService.end``)."""
+def _effects_for(cancel: str | None, interrupts: dict[str, Any] | None = None) -> list[str]:
+    """The effects of a run's ending, in order (see ``RunService.end``). A run stopped for
+    approval (functions/approvals) stores it and starts its state machine once the thread
+    shows the interrupt."""
     if cancel == "rollback":
         return ["rollback", "thread", "next", "delete"]
+    if interrupts and _asks_approval(interrupts):
+        return ["thread", "approval", "next"]
     return ["thread", "next"]
+
+
+def _asks_approval(interrupts: dict[str, Any]) -> bool:
+    from functions.approvals.request import is_approval
+
+    return any(is_approval(item.get("value")) for items in interrupts.values() for item in items)
 
 
 def _thread_values(run: RunRecord, ending: Ending) -> Any:

@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     # Longest a state update (POST /threads/{id}/state) holds its thread.
     state_hold_s: float = Field(default=60, gt=0)
+    # --- human approval (functions/approvals, README "Human approval") ---
+    approval_state_machine_arn: str = ""
+    approval_queue_url: str = ""
+    # The link-signing key: from this variable locally, from Secrets Manager on AWS.
+    approval_signing_key: str = ""
+    approval_signing_secret_arn: str = ""
+    # SES sender of approval emails (a verified identity).
+    approval_sender: str = "approvals@lambdagraph.local"
+    # Reviewers when the request names none (comma-separated emails).
+    reviewers: str = ""
+    approval_timeout_s: int = Field(default=72 * 3600, gt=0)
+    # Where reviewers' links point: the API's public URL (no trailing slash needed).
+    public_base_url: str = ""
 
 
 @lru_cache(maxsize=1)

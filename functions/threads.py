@@ -123,6 +123,9 @@ class ThreadService:
 
     def delete(self, tenant: str, thread_id: str) -> None:
         thread = self.get(tenant, thread_id)
+        from functions.approvals.service import stop_thread_approvals
+
+        stop_thread_approvals(self.settings, thread_id)
         graph = self._graph(thread)
         if graph is not None and graph.checkpointer is not None:
             graph.checkpointer.delete_thread(thread_id)
@@ -158,6 +161,9 @@ class ThreadService:
         self, tenant: str, thread_id: str, checkpoint_id: str | None = None
     ) -> dict[str, Any]:
         thread = self.get(tenant, thread_id)
+        from functions.approvals.service import stop_thread_approvals
+
+        stop_thread_approvals(self.settings, thread_id)
         graph = self._graph(thread)
         if checkpoint_id:
             require_checkpoint(graph, thread_id, checkpoint_id)

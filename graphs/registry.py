@@ -28,7 +28,7 @@ GRAPHS: dict[str, GraphFactory] = {"support": _support}
 
 DESCRIPTIONS: dict[str, str] = {
     "support": "Customer-support supervisor: classify, then billing/technical/general "
-    "specialist, or a human approval before cancelling an account.",
+    "specialist, or a human approval before cancelling an account or issuing a refund.",
 }
 
 

@@ -3,7 +3,9 @@
 Context parameters (``-c name=value``): ``ttlDays`` (default 30, 0 = keep forever),
 ``logLevel`` (INFO), ``alarmEmail`` (unset = alarms without notifications), ``retainData``
 (true: tables and bucket survive ``cdk destroy``), ``stackName`` (LambdaGraph), ``corsOrigins``
-(comma-separated origins whose pages may call the API; ``*`` for any; unset = none).
+(comma-separated origins whose pages may call the API; ``*`` for any; unset = none),
+``approvalSender`` (the SES sender of approval emails), ``reviewers`` (comma-separated default
+reviewers), ``publicBaseUrl`` (approval links' base; unset = the API's URL).
 cdk-nag's AwsSolutions pack runs as a CDK validation plugin: an unacknowledged finding fails synth.
 """
 
@@ -40,6 +42,9 @@ def config_from_context(app: App, asset_dir: Path) -> StackConfig:
         alarm_email=str(email) if email else None,
         retain_data=str(ctx("retainData", "true")).lower() != "false",
         cors_origins=origins,
+        approval_sender=str(ctx("approvalSender", "approvals@example.com")),
+        reviewers=str(ctx("reviewers", "")),
+        public_base_url=str(ctx("publicBaseUrl", "")).rstrip("/"),
     )
 
 

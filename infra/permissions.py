@@ -16,7 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from functions.resources import API_FUNCTION, HOUSEKEEPING_FUNCTION, STEP_WORKER_FUNCTION
+from functions.resources import (
+    API_FUNCTION,
+    APPROVAL_NOTIFIER_FUNCTION,
+    HOUSEKEEPING_FUNCTION,
+    STEP_WORKER_FUNCTION,
+)
 
 
 class Target(StrEnum):
@@ -29,6 +34,10 @@ class Target(StrEnum):
     # The three priority queues: a run's priority is data, so a function that sends to one
     # may send to any.
     STEP_QUEUES = "the step queues"
+    # Human approval (infra/constructs/approvals.py).
+    APPROVAL_STATE_MACHINE = "the approval state machine"
+    APPROVAL_SIGNING_SECRET = "the approval link signing key (Secrets Manager)"
+    APPROVAL_SENDER = "the SES identity approval emails are sent from"
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,11 @@ _CHECKPOINT_TABLE = Access(
 )
 _LIST_PAYLOADS = Access(Target.PAYLOAD_BUCKET, ("s3:ListBucket",))
 _SEND_STEPS = Access(Target.STEP_QUEUES, ("sqs:SendMessage",))
+# A run that ends at an approval interrupt starts its execution (whoever finishes the ending).
+_START_APPROVAL = Access(Target.APPROVAL_STATE_MACHINE, ("states:StartExecution",))
+# A decision (the reviewer's page, an API resume) completes the waiting execution.
+_DECIDE_APPROVAL = Access(Target.APPROVAL_STATE_MACHINE, ("states:SendTaskSuccess",))
+_READ_SIGNING_KEY = Access(Target.APPROVAL_SIGNING_SECRET, ("secretsmanager:GetSecretValue",))
 
 GRANTS: dict[str, tuple[Access, ...]] = {
     # Threads and runs (runtime table; a tenant's threads through gsi1), state, history,
@@ -69,6 +83,9 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         _LIST_PAYLOADS,
         Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
         _SEND_STEPS,
+        # The approval pages: verify the link (signing key), settle (SendTaskSuccess).
+        _DECIDE_APPROVAL,
+        _READ_SIGNING_KEY,
     ),
     # Claims, runs and their endings (runtime table: a rolled-back run's record is deleted),
     # one superstep (checkpoints, large values in the bucket), the next step message on any
@@ -77,12 +94,20 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     STEP_WORKER_FUNCTION.logical_id: (
         Access(
             Target.RUNTIME_TABLE,
-            ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"),
+            (
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:Query",
+            ),
         ),
         _CHECKPOINT_TABLE,
         _LIST_PAYLOADS,
         Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
         Access(Target.STEP_QUEUES, ("sqs:SendMessage", "sqs:ChangeMessageVisibility")),
+        # Approval records (PutItem) and their executions, at a run's ending.
+        _START_APPROVAL,
     ),
     # Expired leases through the sharded lease index (gsi1), re-queued steps, and unfinished
     # run endings, a rollback among them (it reads and rewrites or deletes checkpoints; it
@@ -90,12 +115,35 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     HOUSEKEEPING_FUNCTION.logical_id: (
         Access(
             Target.RUNTIME_TABLE,
-            ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"),
+            (
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:Query",
+            ),
         ),
         Access(Target.RUNTIME_INDEXES, ("dynamodb:Query",)),
         _CHECKPOINT_TABLE,
         _LIST_PAYLOADS,
         Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:DeleteObject")),
         _SEND_STEPS,
+        # An unfinished ending's approval start (records and the execution).
+        _START_APPROVAL,
+    ),
+    # The approval-requests queue's messages: approval records (the task token, who was
+    # emailed, the settlement), the emails (SES, the link signed with the key), a settled
+    # approval's execution completed, and the resuming run (a run record and the thread in
+    # one transaction, its first step message on any priority). Receiving is the event
+    # source's (infra/constructs/approvals.py).
+    APPROVAL_NOTIFIER_FUNCTION.logical_id: (
+        Access(
+            Target.RUNTIME_TABLE,
+            ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"),
+        ),
+        _SEND_STEPS,
+        _DECIDE_APPROVAL,
+        _READ_SIGNING_KEY,
+        Access(Target.APPROVAL_SENDER, ("ses:SendRawEmail",)),
     ),
 }

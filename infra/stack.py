@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import CfnOutput, CfnResource, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -26,6 +27,7 @@ from functions.resources import (
     STEP_TIMINGS,
 )
 from infra.constructs.api import Api
+from infra.constructs.approvals import ApprovalNotifier, ApprovalResources
 from infra.constructs.deployment import CanaryDeployments
 from infra.constructs.housekeeping import Housekeeping
 from infra.constructs.monitoring import Monitoring
@@ -49,6 +51,11 @@ class StackConfig:
     retain_data: bool = True
     # Origins whose pages may call the API (CORS); ("*",) for any, () for none.
     cors_origins: tuple[str, ...] = ()
+    # Human approval: the SES sender (an email identity, verified after the first deploy),
+    # reviewers when a request names none, and the links' base URL (default: the API's URL).
+    approval_sender: str = "approvals@example.com"
+    reviewers: str = ""
+    public_base_url: str = ""
 
 
 class LambdaGraphStack(Stack):
@@ -59,6 +66,7 @@ class LambdaGraphStack(Stack):
         removal = RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY
         self.storage = Storage(self, "Storage", ttl_days=config.ttl_days, removal=removal)
         self.queues = StepQueues(self, "Queues")
+        self.approvals = ApprovalResources(self, "Approvals", sender=config.approval_sender)
         environment = self._environment(config)
         # One asset for every function: only the handler string differs.
         code = lambda_.Code.from_asset(str(config.asset_dir))
@@ -70,9 +78,26 @@ class LambdaGraphStack(Stack):
             self, "Worker", code=code, environment=environment, queues=self.queues
         )
         self.housekeeping = Housekeeping(self, "Housekeeping", code=code, environment=environment)
+        self.notifier = ApprovalNotifier(
+            self,
+            "ApprovalNotifier",
+            code=code,
+            environment={
+                **environment,
+                # Links point at the API (the notifier is not behind it: no cycle).
+                "LAMBDAGRAPH_PUBLIC_BASE_URL": config.public_base_url or self.api.url,
+                "LAMBDAGRAPH_REVIEWERS": config.reviewers,
+            },
+            resources=self.approvals,
+        )
         self._grant()
 
-        functions = [self.api.handler, self.worker.handler, self.housekeeping.handler]
+        functions = [
+            self.api.handler,
+            self.worker.handler,
+            self.housekeeping.handler,
+            self.notifier.handler,
+        ]
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -83,6 +108,8 @@ class LambdaGraphStack(Stack):
             rest_api=self.api.rest_api,
             alarm_email=config.alarm_email,
         )
+        if self.monitoring.topic is not None:
+            self.approvals.dlq_alarm.add_alarm_action(cw_actions.SnsAction(self.monitoring.topic))
         self.deployments = CanaryDeployments(self, "Deployments")
         for fn in functions:
             # What a bad release produces within the canary's minutes (monitoring.py); the
@@ -115,6 +142,8 @@ class LambdaGraphStack(Stack):
             # The timings recovery relies on (checked in the worker construct).
             "LAMBDAGRAPH_LEASE_S": str(STEP_TIMINGS.lease_s),
             "LAMBDAGRAPH_VISIBILITY_TIMEOUT_S": str(STEP_TIMINGS.visibility_timeout_s),
+            **self.approvals.environment(),
+            "LAMBDAGRAPH_REVIEWERS": config.reviewers,
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": config.log_level,
@@ -138,8 +167,23 @@ class LambdaGraphStack(Stack):
             Target.PAYLOAD_BUCKET: [storage.payload_bucket.bucket_arn],
             Target.PAYLOAD_OBJECTS: [storage.payload_bucket.arn_for_objects("*")],
             Target.STEP_QUEUES: [queue.queue_arn for queue in self.queues.queues.values()],
+            Target.APPROVAL_STATE_MACHINE: [self.approvals.state_machine.state_machine_arn],
+            Target.APPROVAL_SIGNING_SECRET: [self.approvals.signing_key.secret_arn],
+            Target.APPROVAL_SENDER: [
+                self.format_arn(
+                    service="ses",
+                    resource="identity",
+                    resource_name=self.approvals.sender.email_identity_name,
+                )
+            ],
         }
-        for fn in (self.api.handler, self.worker.handler, self.housekeeping.handler):
+        handlers = (
+            self.api.handler,
+            self.worker.handler,
+            self.housekeeping.handler,
+            self.notifier.handler,
+        )
+        for fn in handlers:
             for access in GRANTS[fn.spec.logical_id]:
                 iam.Grant.add_to_principal(
                     grantee=fn.alias, actions=list(access.actions), resource_arns=arns[access.on]
@@ -174,3 +218,10 @@ class LambdaGraphStack(Stack):
             CfnOutput(self, f"{spec.logical_id}Url", value=self.queues.queues[priority].queue_url)
             CfnOutput(self, f"{spec.logical_id}DlqUrl", value=self.queues.dlqs[priority].queue_url)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
+        CfnOutput(
+            self,
+            "ApprovalStateMachineArn",
+            value=self.approvals.state_machine.state_machine_arn,
+        )
+        CfnOutput(self, "ApprovalQueueUrl", value=self.approvals.queue.queue_url)
+        CfnOutput(self, "ApprovalDlqUrl", value=self.approvals.dlq.queue_url)

@@ -98,6 +98,8 @@ _SQS_ACTIONS = {
     "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
 }
 UNMAPPED = "?unmapped"
+_TASK_TOKEN_ACTIONS = ("SendTaskSuccess", "SendTaskFailure", "SendTaskHeartbeat")
+APPROVAL_STATE_MACHINE_SETTING = "LAMBDAGRAPH_APPROVAL_STATE_MACHINE_ARN"
 
 
 def iam_requirements(
@@ -137,6 +139,18 @@ def iam_requirements(
     if service == "sqs":
         action = _SQS_ACTIONS.get(operation, operation)
         return [(f"sqs:{action}", str(params.get("QueueUrl", params.get("QueueName", ""))))]
+    if service == "states":
+        if operation == "StartExecution":
+            return [("states:StartExecution", str(params["stateMachineArn"]))]
+        if operation in _TASK_TOKEN_ACTIONS:
+            # Authorized on the state machine whose task the token names; the token does not
+            # say which, and the approval state machine is the only one (functions/approvals).
+            return [(f"states:{operation}", f"@{APPROVAL_STATE_MACHINE_SETTING}")]
+    if service == "email" and operation in ("SendEmail", "SendRawEmail"):
+        # Authorized on the sender's identity (outside the SES sandbox).
+        return [(f"ses:{operation}", str(params["Source"]))]
+    if service == "secretsmanager" and operation == "GetSecretValue":
+        return [("secretsmanager:GetSecretValue", str(params["SecretId"]))]
     return [(UNMAPPED, f"{service}.{operation}")]
 
 
@@ -152,6 +166,8 @@ def _setting_names(settings: Any) -> dict[str, str]:
 def resource_of(name: str, names: Mapping[str, str]) -> str:
     """A physical resource name as ``<setting>``, ``<setting>/index/<index>`` or
     ``<setting>/*`` (``?<name>`` if no setting names it)."""
+    if name.startswith("@"):
+        return name[1:]  # named by its setting already
     if name in names:
         return names[name]
     if name.endswith("/*") and name[:-2] in names:

@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from functions.api_app import Services, bind, current_app, detail_response, unavailable_response
 from functions.api_body import BodyError, prepare_body
 from functions.api_cors import add_cors, allowed_origins, is_preflight, preflight_response
+from functions.approvals.pages import is_page_path
 from functions.auth import authenticate
 from functions.errors import InfrastructureError, LambdagraphError
 from functions.queues import StepQueues
@@ -79,6 +80,12 @@ def _answer(event: dict[str, Any], context: Any, services: Services) -> dict[str
     if too_large:
         return _reply(detail_response(413, "Request body exceeds 1 MiB."), event)
     path = event.get("path") or "/"
+    if is_page_path(path):
+        # A reviewer's page: authorised by the link's token alone (functions/approvals).
+        from functions.approvals.pages import handle
+        from functions.approvals.service import ApprovalService
+
+        return handle(event, ApprovalService(services.runs))
     try:
         tenant = (
             "public"

@@ -1,16 +1,20 @@
-"""classify -> billing | technical | general | escalate -> finalize.
+"""classify -> billing | technical | general | escalate | refund -> finalize.
 
 Each node is one superstep, so a run takes three steps (four messages counting the input):
 classify, the specialist, finalize. ``escalate`` asks a human through ``interrupt()``
-before an account is cancelled; the run resumes with the reviewer's decision.
+before an account is cancelled, ``refund`` before money is refunded (a billing message asking
+for a refund of an amount, "please refund $49"); the run resumes with the reviewer's decision
+(README, "Human approval").
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, interrupt
@@ -19,8 +23,10 @@ from graphs.offline_model import OfflineChatModel
 from graphs.support import prompts
 from graphs.support.state import SupportState
 
-Route = Literal["billing", "technical", "general", "escalate"]
+Route = Literal["billing", "technical", "general", "escalate", "refund"]
 ROUTES: tuple[str, ...] = ("billing", "technical", "general")
+# "refund $49", "refund of $12.50": the amount a refund request names.
+_REFUND_AMOUNT = re.compile(r"refund\D{0,20}?\$\s?(\d+(?:\.\d{1,2})?)", re.IGNORECASE)
 
 
 def build_graph(
@@ -37,7 +43,26 @@ def build_graph(
 
     def route_after_classify(state: SupportState) -> Route:
         route = state["route"]
+        if route == "billing" and refund_amount(state["messages"]) is not None:
+            return "refund"
         return route if route in ROUTES else "escalate"  # type: ignore[return-value]
+
+    def refund(state: SupportState) -> dict[str, Any]:
+        amount = refund_amount(state["messages"]) or "0"
+        decision = interrupt(
+            {
+                "type": "approval",
+                "summary": f"Refund ${amount} to the customer",
+                "action": {"type": "refund", "amount_usd": amount},
+                "why": _last_human(state["messages"]),
+            }
+        )
+        text = (
+            f"Your refund of ${amount} has been issued."
+            if _approved(decision)
+            else "A colleague will look at your refund request and follow up with you shortly."
+        )
+        return {"messages": [AIMessage(content=text)], "route": "refund"}
 
     def specialist(name: str) -> Any:
         def reply(state: SupportState) -> dict[str, Any]:
@@ -73,12 +98,27 @@ def build_graph(
         builder.add_node(name, specialist(name))
         builder.add_edge(name, "finalize")
     builder.add_node("escalate", escalate)
+    builder.add_node("refund", refund)
     builder.add_node("finalize", finalize)
     builder.add_edge(START, "classify")
-    builder.add_conditional_edges("classify", route_after_classify, [*ROUTES, "escalate"])
+    builder.add_conditional_edges("classify", route_after_classify, [*ROUTES, "escalate", "refund"])
     builder.add_edge("escalate", "finalize")
+    builder.add_edge("refund", "finalize")
     builder.add_edge("finalize", END)
     return builder.compile(checkpointer=checkpointer, name="support")
+
+
+def _last_human(messages: Sequence[BaseMessage]) -> str:
+    for message in reversed(messages):
+        if message.type == "human":
+            return str(message.content)
+    return ""
+
+
+def refund_amount(messages: Sequence[BaseMessage]) -> str | None:
+    """The amount the last customer message asks to refund ("49", "12.50"), if any."""
+    match = _REFUND_AMOUNT.search(_last_human(messages))
+    return match.group(1) if match else None
 
 
 def _approved(decision: Any) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -217,6 +218,15 @@ def response_parts(result: dict[str, Any]) -> tuple[int, list[tuple[str, str]], 
     return status, headers, body
 
 
+# Query parameters that carry secrets (an approval link's token): never logged.
+_SECRET_QUERY = re.compile(r"([?&](?:token|api_key)=)[^&#]*", re.IGNORECASE)
+
+
+def loggable_path(path: str) -> str:
+    """The request path as logged: secret query values replaced by ``***``."""
+    return _SECRET_QUERY.sub(r"\1***", path)
+
+
 def _cors_origins() -> frozenset[str]:
     from functions.settings import get_settings
 
@@ -288,7 +298,7 @@ def _make_request_handler(server: ApiGatewayServer) -> type[BaseHTTPRequestHandl
             log.info(
                 "%s %s -> %d (%.0f ms)",
                 self.command,
-                self.path,
+                loggable_path(self.path),
                 status,
                 (time.perf_counter() - started) * 1000,
             )

@@ -32,6 +32,8 @@ import boto3
 
 from functions.resources import (
     API_FUNCTION,
+    APPROVAL_NOTIFIER_FUNCTION,
+    APPROVAL_QUEUE,
     HOUSEKEEPING_FUNCTION,
     METRICS_NAMESPACE,
     PRIORITIES,
@@ -42,6 +44,8 @@ from functions.resources import (
     local_name,
 )
 from infra.local.api_gateway import ApiGatewayServer
+from infra.local.approvals import EMAILS_PATH
+from infra.local.emails import sent_emails
 from infra.local.environments import EnvironmentPool, load_handler_path
 from infra.local.faults import (
     FAULT_NAMES,
@@ -148,6 +152,7 @@ class LocalStack:
         self._api: ApiGatewayServer | None = None
         self._environments: EnvironmentPool | None = None
         self._pollers: QueuePollers | None = None
+        self._notifier: QueuePollers | None = None
         self._housekeeping: threading.Thread | None = None
         self._stopping = threading.Event()
         self._saved_env: dict[str, str | None] = {}
@@ -192,6 +197,7 @@ class LocalStack:
             },
         )
         self._set_env(self.resources.env)
+        self._set_up_approvals()
         if not timings.lease_from_env:
             self._set_env({LEASE_ENV: f"{timings.steps.lease_s:g}"})
         # The heartbeat renews a message's visibility to this, on the scaled clock. The
@@ -241,9 +247,14 @@ class LocalStack:
             self._environments.invoke,
             host=self._host,
             port=self._port,
-            local_routes={FAULTS_PATH: self.fault_counts},
+            local_routes={FAULTS_PATH: self.fault_counts, EMAILS_PATH: sent_emails},
         )
+        # Reviewers' links point at this server (the notifier runs in this process).
+        self._set_env({"LAMBDAGRAPH_PUBLIC_BASE_URL": self._api.url})
+        self._refresh_settings()
+        self._start_notifier()
         self._api.start()
+        log.info("approval emails are not sent: read them at GET %s%s", self._api.url, EMAILS_PATH)
         if housekeeping is not None:
             self._housekeeping = threading.Thread(
                 target=self._run_housekeeping,
@@ -252,6 +263,44 @@ class LocalStack:
                 daemon=True,
             )
             self._housekeeping.start()
+
+    def _set_up_approvals(self) -> None:
+        """The approval state machine, SES sender and signing key (infra.local.approvals)."""
+        from infra.local.approvals import set_up
+
+        assert self.resources is not None
+        queue = self.resources.queues[local_name(APPROVAL_QUEUE.logical_id)]
+        # moto's Step Functions integrations call this server back (it runs in-process).
+        self._set_env({"MOTO_PORT": self.moto_url.rsplit(":", 1)[1]})
+        self._set_env(
+            set_up(self.moto_url, self.client("stepfunctions"), self.client("ses"), queue.url)
+        )
+
+    def _start_notifier(self) -> None:
+        """The approval notifier on the approval-requests queue, as its event source would."""
+        assert self.resources is not None
+        queue = self.resources.queues[local_name(APPROVAL_QUEUE.logical_id)]
+        self._notifier = QueuePollers(
+            [
+                PolledQueue(
+                    label="approvals",
+                    name=queue.name,
+                    url=queue.url,
+                    arn=queue.arn,
+                    batch_size=queue.spec.batch_size,
+                    max_in_flight=1,
+                )
+            ],
+            load_handler(APPROVAL_NOTIFIER_FUNCTION),
+            sqs_client=self.client("sqs"),
+            region=REGION,
+            workers=1,
+            function_name=local_name(APPROVAL_NOTIFIER_FUNCTION.logical_id),
+            timeout_s=APPROVAL_NOTIFIER_FUNCTION.timeout_s,
+            retry_delay_s=self._retry_delay_s,
+            peek=moto_peek(REGION),
+        )
+        self._notifier.start()
 
     def _configure(self) -> LocalTimings:
         """Read and check the timings and faults; LocalConfigError / FaultConfigError if wrong."""
@@ -300,6 +349,9 @@ class LocalStack:
         if self._pollers is not None:
             self._pollers.stop()
             self._pollers = None
+        if self._notifier is not None:
+            self._notifier.stop()
+            self._notifier = None
         if self._housekeeping is not None:
             self._housekeeping.join(5.0)
             self._housekeeping = None

@@ -18,6 +18,20 @@ pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
 # AWS offers no resource-level permissions for these.
 UNSCOPED_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+# What Step Functions' execution logging and tracing need on "*" (the approval state
+# machine's role).
+LOG_DELIVERY_ACTIONS = {
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+}
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -65,6 +79,11 @@ def _resource_id(resource: Any) -> str:
     text = json.dumps(resource)
     # {"Fn::GetAtt": [id, "Arn"]} or a Join around it (index ARNs, bucket objects).
     marker = '"Fn::GetAtt": ["'
+    if marker not in text:
+        # A resource whose Ref is its ARN (state machine, secret), or a Join around a Ref
+        # (an SES identity's ARN): the first Ref that is not a pseudo parameter.
+        refs = [r for r in text.split('"Ref": "')[1:] if not r.startswith("AWS::")]
+        return refs[0].split('"', 1)[0]
     start = text.index(marker) + len(marker)
     return text[start : text.index('"', start)]
 
@@ -76,9 +95,14 @@ def test_no_policy_grants_a_wildcard_action(synth: Synth) -> None:
 
 
 def test_only_xray_is_granted_on_every_resource(synth: Synth) -> None:
+    machine_role = synth.logical_id(synth.stack.approvals.state_machine.role)
     for logical_id, statement in _statements(synth):
         if "*" in _as_list(statement["Resource"]):
-            assert set(_as_list(statement["Action"])) <= UNSCOPED_ACTIONS, logical_id
+            allowed = set(UNSCOPED_ACTIONS)
+            policy = synth.json["Resources"][logical_id]["Properties"]
+            if {"Ref": machine_role} in policy["Roles"]:
+                allowed |= LOG_DELIVERY_ACTIONS
+            assert set(_as_list(statement["Action"])) <= allowed, logical_id
 
 
 def test_worker_reaches_its_tables_bucket_and_queues_only(synth: Synth) -> None:
@@ -117,6 +141,7 @@ def test_housekeeping_never_consumes_step_messages(synth: Synth) -> None:
 def test_no_role_may_touch_a_dlq(synth: Synth) -> None:
     # The worker gives up by letting SQS move a message; nobody reads or writes a DLQ.
     dlqs = {synth.logical_id(q) for q in synth.stack.queues.dlqs.values()}
+    dlqs.add(synth.logical_id(synth.stack.approvals.dlq))
     for logical_id, statement in _statements(synth):
         resources = {_resource_id(r) for r in _as_list(statement["Resource"]) if r != "*"}
         assert not resources & dlqs, logical_id

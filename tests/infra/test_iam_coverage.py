@@ -113,7 +113,13 @@ def _calls_of(manifest: set[Call], spec: FunctionSpec) -> list[tuple[str, str, s
     return calls
 
 
-def _resource_arn(environment: dict[str, Any], resource: str) -> str:
+# Resources whose Ref is their ARN already (tables and queues give a name or URL).
+_REF_IS_ARN = {"AWS::StepFunctions::StateMachine", "AWS::SecretsManager::Secret"}
+# An SES identity (its Ref is the address) is authorized as ``identity/<address>``.
+_SES_IDENTITY_ARN = "arn:<AWS::Partition>:ses:<AWS::Region>:<AWS::AccountId>:identity/<{}>"
+
+
+def _resource_arn(environment: dict[str, Any], resource: str, synth: Synth | None = None) -> str:
     """The ARN (as ``_render`` writes it) of ``<setting>[/suffix]`` for this function."""
     setting, slash, rest = resource.partition("/")
     assert setting in environment, f"the function's environment has no {setting}"
@@ -121,6 +127,11 @@ def _resource_arn(environment: dict[str, Any], resource: str) -> str:
     assert isinstance(value, dict), f"{setting} = {value}: not a resource of the stack"
     assert "Ref" in value, f"{setting} = {value}: not a resource of the stack"
     suffix = f"{slash}{rest}".replace("/*", "/any-key")
+    kind = synth.json["Resources"].get(value["Ref"], {}).get("Type") if synth else None
+    if kind in _REF_IS_ARN:
+        return f"<{value['Ref']}>{suffix}"
+    if kind == "AWS::SES::EmailIdentity":
+        return _SES_IDENTITY_ARN.format(value["Ref"])
     return f"arn:<{value['Ref']}>{suffix}"
 
 
@@ -157,7 +168,7 @@ def test_each_call_a_function_makes_is_allowed_on_its_resource(
     denied = [
         f"{call} needs {action} on {resource}"
         for call, action, resource in _calls_of(manifest, spec)
-        if not _allows(grants, action, _resource_arn(environment, resource))
+        if not _allows(grants, action, _resource_arn(environment, resource, synth))
     ]
     # THEN none would be denied on AWS
     assert not denied, f"{spec.logical_id} would get AccessDenied for: {denied}"
@@ -171,7 +182,7 @@ def test_a_function_is_allowed_nothing_it_never_calls(
     function_id, function = _function(synth, spec)
     environment = function["Environment"]["Variables"]
     needed = [
-        (action, _resource_arn(environment, resource))
+        (action, _resource_arn(environment, resource, synth))
         for _call, action, resource in _calls_of(manifest, spec)
     ]
     platform = {(action, "*") for action in TRACES} | {

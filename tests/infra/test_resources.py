@@ -21,6 +21,7 @@ from functions.resources import (
     API_REQUEST_WORK_S,
     API_THROTTLE_BURST,
     API_THROTTLE_RATE_RPS,
+    APPROVAL_NOTIFIER_FUNCTION,
     CHECKPOINT_TABLE,
     HOUSEKEEPING_FUNCTION,
     HOUSEKEEPING_RATE_MINUTES,
@@ -47,7 +48,12 @@ from tests.infra.conftest import ALARM_EMAIL, CORS_ORIGINS, TTL_DAYS, Synth
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
-FUNCTION_SPECS = (API_FUNCTION, STEP_WORKER_FUNCTION, HOUSEKEEPING_FUNCTION)
+FUNCTION_SPECS = (
+    API_FUNCTION,
+    STEP_WORKER_FUNCTION,
+    HOUSEKEEPING_FUNCTION,
+    APPROVAL_NOTIFIER_FUNCTION,
+)
 
 
 def _functions(synth: Synth) -> dict[str, dict[str, Any]]:
@@ -174,7 +180,8 @@ def test_step_queue_has_a_dlq_and_outlives_the_worker_timeout(synth: Synth, prio
 
 def test_every_queue_and_dlq_refuses_plain_http(synth: Synth) -> None:
     queue_ids = set(synth.resources("AWS::SQS::Queue"))
-    assert len(queue_ids) == 2 * len(STEP_QUEUES)
+    # The step queues and the approval-requests queue, each with its DLQ.
+    assert len(queue_ids) == 2 * (len(STEP_QUEUES) + 1)
     protected: set[str] = set()
     for policy in synth.resources("AWS::SQS::QueuePolicy").values():
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
@@ -275,7 +282,8 @@ def test_each_priority_queue_feeds_the_worker_alias_with_its_concurrency(synth: 
         assert alias_id in json.dumps(props["FunctionName"])  # the alias, so canaries apply
         assert spec.max_concurrency is not None
         concurrency[priority] = spec.max_concurrency
-    assert len(by_queue) == len(STEP_QUEUES)
+    # The step queues, and the approval-requests queue feeding the notifier.
+    assert len(by_queue) == len(STEP_QUEUES) + 1
     assert concurrency["high"] > concurrency["normal"] > concurrency["low"]
 
 
@@ -365,6 +373,7 @@ def _expression(alarm: dict[str, Any]) -> str:
 def test_each_dlq_alarms_on_arrivals_not_on_presence(synth: Synth) -> None:
     # GIVEN the alarms that read a DLQ
     dlq_ids = {synth.logical_id(dlq) for dlq in synth.stack.queues.dlqs.values()}
+    dlq_ids.add(synth.logical_id(synth.stack.approvals.dlq))
     alarmed = {}
     for alarm in _math_alarms(synth):
         if "DIFF" not in _expression(alarm):
@@ -668,10 +677,11 @@ def test_deployed_step_timings_let_a_lease_outlive_its_invocation(synth: Synth) 
     timeout = fn["Properties"]["Timeout"]
     lease = float(env["LAMBDAGRAPH_LEASE_S"])
     queues = synth.resources("AWS::SQS::Queue")
+    step_queues = {synth.logical_id(q) for q in synth.stack.queues.queues.values()}
     visibilities = [
         q["Properties"]["VisibilityTimeout"]
-        for q in queues.values()
-        if "RedrivePolicy" in q["Properties"]
+        for logical_id, q in queues.items()
+        if "RedrivePolicy" in q["Properties"] and logical_id in step_queues
     ]
 
     # THEN visibility > lease > function timeout, on every step queue

@@ -114,7 +114,18 @@ def test_a_call_is_named_by_the_iam_actions_it_needs() -> None:
     assert iam_requirements("sqs", "SendMessageBatch", {"QueueUrl": "u"}) == [
         ("sqs:SendMessage", "u")
     ]
-    assert iam_requirements("states", "StartExecution", {})[0][0] == "?unmapped"
+    assert iam_requirements("states", "StartExecution", {"stateMachineArn": "sm"}) == [
+        ("states:StartExecution", "sm")
+    ]
+    # A task token names no state machine: the approval state machine's setting stands in.
+    assert iam_requirements("states", "SendTaskSuccess", {"taskToken": "t"}) == [
+        ("states:SendTaskSuccess", "@LAMBDAGRAPH_APPROVAL_STATE_MACHINE_ARN")
+    ]
+    assert iam_requirements("email", "SendRawEmail", {"Source": "a@b.c"}) == [
+        ("ses:SendRawEmail", "a@b.c")
+    ]
+    assert iam_requirements("states", "ListExecutions", {})[0][0] == "?unmapped"
+    assert resource_of("@LAMBDAGRAPH_X", {}) == "LAMBDAGRAPH_X"
     names = {"rt": "LAMBDAGRAPH_RUNTIME_TABLE", "b": "LAMBDAGRAPH_PAYLOAD_BUCKET"}
     assert resource_of("rt/index/gsi1", names) == "LAMBDAGRAPH_RUNTIME_TABLE/index/gsi1"
     assert resource_of("b/*", names) == "LAMBDAGRAPH_PAYLOAD_BUCKET/*"

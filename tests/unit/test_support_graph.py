@@ -80,3 +80,38 @@ def test_cancellation_asks_a_human_and_resumes_with_the_decision() -> None:
     done = graph.invoke(Command(resume={"decision": "reject", "approved": False}), config)  # type: ignore[attr-defined]
     # THEN the customer is told the account stays open
     assert "keep your account open" in done["messages"][-1].content
+
+
+@pytest.mark.parametrize(
+    ("decision", "reply"),
+    [
+        ({"decision": "approve", "approved": True}, "Your refund of $49 has been issued."),
+        ({"decision": "reject", "approved": False}, "follow up"),
+        ({"decision": "expired", "approved": False}, "follow up"),
+    ],
+)
+def test_a_refund_asks_for_approval_first(decision: dict[str, object], reply: str) -> None:
+    graph = _graph()
+    config = {"configurable": {"thread_id": "t"}}
+    # WHEN a refund of an amount is requested
+    text = "I was charged twice, please refund $49"
+    first = graph.invoke({"messages": [{"role": "user", "content": text}]}, config)  # type: ignore[attr-defined]
+    # THEN the graph waits on an approval naming the amount, before any reply
+    (asked,) = first["__interrupt__"]
+    assert asked.value["type"] == "approval"
+    assert asked.value["action"] == {"type": "refund", "amount_usd": "49"}
+    assert all(m.type == "human" for m in first["messages"])
+    # WHEN it resumes with the decision
+    done = graph.invoke(Command(resume={asked.id: decision}), config)  # type: ignore[attr-defined]
+    # THEN the refund is confirmed only when approved
+    assert reply in done["messages"][-1].content
+    assert done["route"] == "refund:done"
+
+
+def test_a_refund_without_an_amount_stays_with_billing() -> None:
+    result = _graph().invoke(  # type: ignore[attr-defined]
+        {"messages": [{"role": "user", "content": "I want a refund"}]},
+        {"configurable": {"thread_id": "t"}},
+    )
+    assert "__interrupt__" not in result
+    assert result["route"] == "billing:done"
