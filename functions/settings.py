@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     # Longest a state update (POST /threads/{id}/state) holds its thread.
     state_hold_s: float = Field(default=60, gt=0)
+    # --- streams (functions/streaming) ---
+    # A stream response ends after this (API Gateway cuts streamed responses at 15 minutes);
+    # the SDK reconnects with Last-Event-ID and goes on.
+    stream_max_s: float = Field(default=840, gt=0)
+    # How often a stream reads the run's event log while events come; comment heartbeats.
+    stream_poll_s: float = Field(default=0.03, gt=0)
+    stream_heartbeat_s: float = Field(default=5, gt=0)
 
 
 @lru_cache(maxsize=1)

@@ -246,6 +246,7 @@ class LocalStack:
             host=self._host,
             port=self._port,
             local_routes={FAULTS_PATH: self.fault_counts},
+            stream=None if self._handlers["api"] else _stream_route(),
         )
         self._api.start()
         if housekeeping is not None:
@@ -451,6 +452,13 @@ class LocalStack:
                 log.error("housekeeping failed", exc_info=outcome.error)
             else:
                 log.debug("housekeeping: %s", outcome.result)
+
+
+def _stream_route() -> Any:
+    """The stream routes, served in this process (functions.handlers.stream)."""
+    from functions.handlers.stream import local_answer
+
+    return local_answer
 
 
 def scheduled_event() -> dict[str, Any]:
