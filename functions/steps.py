@@ -42,7 +42,7 @@ from functions.release_metrics import count_for_version
 from functions.resources import METRIC_STEP_FAILURES
 from functions.runs import RunService
 from functions.store import Claim, RunRecord
-from functions.streaming.worker import step_publisher
+from functions.streaming.worker import finish_done_step, step_publisher
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -252,6 +252,7 @@ class StepWorker:
             done = self._already_done(graph, run, message) if retry else None
             if isinstance(done, StepResult):
                 result = done
+                finish_done_step(self.settings, run, message.step, claim.attempt, done.values)
             else:
                 graph_input, config = self._input_and_config(run, message)
                 if done == RESUME:
@@ -261,7 +262,7 @@ class StepWorker:
                     config["configurable"].pop("checkpoint_id", None)
                 # A run that asked for a stream publishes this step's events as they come.
                 publisher = step_publisher(
-                    self.settings, run, message.step, claim.attempt, resumed=message.step > 1
+                    self.settings, run, message.step, claim.attempt, resumed=graph_input is None
                 )
                 try:
                     try:

@@ -74,18 +74,26 @@ class StreamLog:
 
     def put(self, run_id: str, step: int, attempt: int, first: int, events: list[tuple[str, str]]) -> None:
         """Write one batch; the same key again (a re-flush) overwrites it."""
-        item: dict[str, Any] = {
-            "pk": _PK + run_id,
-            "sk": sort_key(step, attempt, first),
-            "step": step,
-            "first": first,
-            "events": json.dumps(events, separators=(",", ":")),
-            "ttl": int(clock.now()) + LOG_TTL_S,
-        }
+        # An update, not a put: the same effect, and the worker's role already has it.
         try:
-            self._table.put_item(Item=item)
+            self._table.update_item(
+                Key={"pk": _PK + run_id, "sk": sort_key(step, attempt, first)},
+                UpdateExpression="SET #step = :step, #first = :first, #events = :events, #ttl = :ttl",
+                ExpressionAttributeNames={
+                    "#step": "step",
+                    "#first": "first",
+                    "#events": "events",
+                    "#ttl": "ttl",
+                },
+                ExpressionAttributeValues={
+                    ":step": step,
+                    ":first": first,
+                    ":events": json.dumps(events, separators=(",", ":")),
+                    ":ttl": int(clock.now()) + LOG_TTL_S,
+                },
+            )
         except (ClientError, BotoCoreError) as exc:
-            raise InfrastructureError(f"DynamoDB put_item failed: {exc}") from exc
+            raise InfrastructureError(f"DynamoDB update_item failed: {exc}") from exc
 
     def read(self, run_id: str, *, after_key: str | None = None, from_step: int = 0) -> list[Batch]:
         """Batches past ``after_key`` (exclusive), or from the start of ``from_step``."""
@@ -105,6 +113,19 @@ class StreamLog:
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         except (ClientError, BotoCoreError) as exc:
             raise InfrastructureError(f"DynamoDB query failed: {exc}") from exc
+
+
+    def step_events(self, run_id: str, step: int) -> list[Event]:
+        """The events of ``step`` as a reader sees them, whichever attempts wrote them."""
+        events: list[Event] = []
+        last: Cursor | None = None
+        for batch in self.read(run_id, from_step=step):
+            for event in batch.events:
+                if event.cursor.step != step or (last is not None and event.cursor <= last):
+                    continue
+                events.append(event)
+                last = event.cursor
+        return events
 
 
 def _batch(item: dict[str, Any]) -> Batch:

@@ -43,6 +43,7 @@ class StepPublisher:
         modes: list[str],
         subgraphs: bool,
         resumed: bool,
+        published: list[tuple[str, str]] | None = None,
         flush_s: float = FLUSH_S,
         flush_bytes: int = FLUSH_BYTES,
     ) -> None:
@@ -62,7 +63,9 @@ class StepPublisher:
         self._buffer: list[tuple[str, str]] = []
         self._buffered_bytes = 0
         self._live_since: float | None = None
-        self._next_index = 0
+        # A retried step: what earlier attempts published of it (see ``_Overlap``).
+        self._overlap = _Overlap(published) if published else None
+        self._next_index = len(published or [])
         self._closing = False
         self._error: BaseException | None = None
         self.writes = 0
@@ -99,7 +102,8 @@ class StepPublisher:
             return self._shape_message(chunk, suffix)
         if mode == "updates" and "updates" not in self.modes:
             # As the official server: an interrupt shows in ``values`` when updates aren't asked.
-            return [(f"values{suffix}", chunk)] if isinstance(chunk, dict) else []
+            interrupted = isinstance(chunk, dict) and chunk.get("__interrupt__")
+            return [(f"values{suffix}", chunk)] if interrupted else []
         if mode not in self.modes:
             return []
         if mode == "debug" and isinstance(chunk, dict) and chunk.get("type") == "checkpoint":
@@ -125,6 +129,17 @@ class StepPublisher:
         return shaped
 
     def _add(self, name: str, data: str, live: bool) -> None:
+        if self._overlap is not None:
+            ready = self._overlap.add((name, data))
+            if ready is None:
+                return
+            self._overlap = None
+            for event in ready:
+                self._append(*event, live)
+            return
+        self._append(name, data, live)
+
+    def _append(self, name: str, data: str, live: bool) -> None:
         with self._wake:
             self._buffer.append((name, data))
             self._buffered_bytes += len(name) + len(data)
@@ -150,9 +165,17 @@ class StepPublisher:
                     if self._live_since is not None:
                         timeout = max(0.0, self._live_since + self._flush_s - time.monotonic())
                     self._wake.wait(timeout)
-                batch, self._buffer = self._buffer, []
-                self._buffered_bytes = 0
-                self._live_since = None
+                # At most ``flush_bytes`` per item (one event at least): the rest goes next.
+                size, cut = 0, 0
+                for name, data in self._buffer:
+                    if cut and size + len(name) + len(data) > self._flush_bytes:
+                        break
+                    size += len(name) + len(data)
+                    cut += 1
+                batch, self._buffer = self._buffer[:cut], self._buffer[cut:]
+                self._buffered_bytes -= size
+                if not self._buffer:
+                    self._live_since = None
                 first = self._next_index
                 self._next_index += len(batch)
                 closing = self._closing
@@ -163,17 +186,78 @@ class StepPublisher:
                 except BaseException as exc:  # re-raised in close(): the step is retried
                     self._error = exc
                     return
-            if closing:
+            if closing and not self._buffer:
                 return
 
     def close(self) -> None:
         """Write what is left and wait for it; raises if a write failed."""
+        if self._overlap is not None:
+            for event in self._overlap.settle():
+                self._append(*event, False)
+            self._overlap = None
         with self._wake:
             self._closing = True
             self._wake.notify()
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+
+class _Overlap:
+    """Where a retried step's events join those its crashed attempt already published.
+
+    The crashed attempt published a prefix ``P`` of the step's events. The retry either runs
+    the step again (its events ``Q`` start where ``P`` starts) or resumes from the task
+    writes the crashed attempt saved (LangGraph then re-emits those tasks' ``updates`` but
+    not their tokens): either way ``Q`` begins with the last ``k`` events of ``P``. The retry
+    publishes only what follows them, numbered after ``P``. ``k`` is the longest overlap,
+    events compared without their ids (a rerun gives its messages new ids). Until it is
+    known, the retry's events wait here; they were shown already, from the crashed attempt.
+    """
+
+    def __init__(self, published: list[tuple[str, str]]) -> None:
+        self._published = [_comparable(e) for e in published]
+        self._seen: list[tuple[str, str]] = []
+        # Overlap lengths still possible (0 always is).
+        self._candidates = set(range(1, len(published) + 1))
+
+    def add(self, event: tuple[str, str]) -> list[tuple[str, str]] | None:
+        """None while undecided; then the events to publish (those after the overlap)."""
+        j = len(self._seen)
+        self._seen.append(event)
+        key = _comparable(event)
+        size = len(self._published)
+        self._candidates = {
+            k for k in self._candidates if k <= j or self._published[size - k + j] == key
+        }
+        if any(k > j + 1 for k in self._candidates):
+            return None
+        return self.settle()
+
+    def settle(self) -> list[tuple[str, str]]:
+        done = [k for k in self._candidates if k <= len(self._seen)]
+        k = max(done, default=0)
+        return self._seen[k:]
+
+
+_VOLATILE = frozenset(
+    {"id", "run_id", "checkpoint_id", "parent_checkpoint_id", "ts", "timestamp", "config",
+     "parent_config", "checkpoint", "parent_checkpoint", "checkpoint_map", "tool_call_id",
+     "checkpoint_ns", "langgraph_checkpoint_ns", "task_id", "path", "__metadata__"}
+)
+
+
+def _comparable(event: tuple[str, str]) -> tuple[str, Any]:
+    name, data = event
+    return name, _strip(json.loads(data))
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
 
 
 def _debug_checkpoint(payload: Any) -> Any:
