@@ -35,7 +35,6 @@ VOLATILE = {
     "parent_checkpoint",
     "metadata",
     "langgraph_checkpoint_ns",
-    "checkpoint_ns",
     "path",
     "task_id",
     "tool_call_id",
@@ -61,10 +60,16 @@ def reference_stream(
         "metadata": {"graph_id": graph_id, "assistant_id": graph_id, "run_id": "reference"},
     }
     wanted = {"messages" if m == "messages-tuple" else m for m in modes} | {"updates"}
-    events = _events(graph.stream(graph_input, config, stream_mode=sorted(wanted), subgraphs=subgraphs), modes, subgraphs)
+    events = _events(
+        graph.stream(graph_input, config, stream_mode=sorted(wanted), subgraphs=subgraphs),
+        modes,
+        subgraphs,
+    )
     if resume is not None:
         events += _events(
-            graph.stream(Command(resume=resume), config, stream_mode=sorted(wanted), subgraphs=subgraphs),
+            graph.stream(
+                Command(resume=resume), config, stream_mode=sorted(wanted), subgraphs=subgraphs
+            ),
             modes,
             subgraphs,
         )
@@ -141,7 +146,11 @@ def comparable(events: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     out = []
     for name, data in events:
         if name.split("|")[0] == "messages" and isinstance(data, list) and len(data) == 2:
-            meta = {k: v for k, v in data[1].items() if k in ("langgraph_node", "langgraph_step", "langgraph_triggers")}
+            meta = {
+                k: v
+                for k, v in data[1].items()
+                if k in ("langgraph_node", "langgraph_step", "langgraph_triggers")
+            }
             data = [data[0], meta]
         out.append((name_shape(name), shape(data)))
     return out

@@ -59,7 +59,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not is_stream_route(self.command, self.path):
             write_chunked(self, _plain(404, b'{"detail":"Not a stream route."}'))
             return
-        result = answer(default_services(), self.command, self.path, dict(self.headers.items()), body)
+        result = answer(
+            default_services(), self.command, self.path, dict(self.headers.items()), body
+        )
         write_chunked(self, result)
 
     do_GET = do_POST = _serve

@@ -113,7 +113,9 @@ def _answer(
             run = services.runs.get(tenant, thread_id, run_id)
             return _stream(services, run, modes, headers.get("last-event-id") or None)
         create = RunCreate.model_validate_json(body or b"{}")
-        create = create.model_copy(update={"stream_mode": create.stream_mode or list(DEFAULT_MODES)})
+        create = create.model_copy(
+            update={"stream_mode": create.stream_mode or list(DEFAULT_MODES)}
+        )
         match = _CREATE.match(split.path)
         if match is not None:
             thread_id = unquote(match["thread_id"], errors="replace")
@@ -150,7 +152,9 @@ def _query_modes(values: list[str]) -> list[str] | None:
     return modes or None
 
 
-def _stream(services: StreamServices, run: Any, modes: list[str] | None, last: str | None) -> Answer:
+def _stream(
+    services: StreamServices, run: Any, modes: list[str] | None, last: str | None
+) -> Answer:
     settings = services.runs.settings
     tail = StreamTail(
         services.runs,

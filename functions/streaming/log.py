@@ -72,7 +72,9 @@ class StreamLog:
     def __init__(self, table_name: str) -> None:
         self._table = aws.table(table_name)
 
-    def put(self, run_id: str, step: int, attempt: int, first: int, events: list[tuple[str, str]]) -> None:
+    def put(
+        self, run_id: str, step: int, attempt: int, first: int, events: list[tuple[str, str]]
+    ) -> None:
         """Write one batch; the same key again (a re-flush) overwrites it."""
         # An update, not a put: the same effect, and the worker's role already has it.
         try:
@@ -97,7 +99,7 @@ class StreamLog:
 
     def read(self, run_id: str, *, after_key: str | None = None, from_step: int = 0) -> list[Batch]:
         """Batches past ``after_key`` (exclusive), or from the start of ``from_step``."""
-        condition = Key("pk").eq(_PK + run_id)
+        condition: Any = Key("pk").eq(_PK + run_id)
         if after_key is not None:
             condition = condition & Key("sk").gt(after_key)
         elif from_step:
@@ -113,7 +115,6 @@ class StreamLog:
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         except (ClientError, BotoCoreError) as exc:
             raise InfrastructureError(f"DynamoDB query failed: {exc}") from exc
-
 
     def step_events(self, run_id: str, step: int) -> list[Event]:
         """The events of ``step`` as a reader sees them, whichever attempts wrote them."""

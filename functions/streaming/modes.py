@@ -42,8 +42,7 @@ def normalise(value: Any) -> list[str] | None:
         if item not in SUPPORTED:
             why = UNSUPPORTED.get(item, "it is not a stream mode")
             raise ValueError(
-                f"stream_mode {item!r} is not supported ({why}); "
-                f"supported: {', '.join(SUPPORTED)}"
+                f"stream_mode {item!r} is not supported ({why}); supported: {', '.join(SUPPORTED)}"
             )
         if item not in modes:
             modes.append(item)
@@ -80,4 +79,4 @@ def records_background_stream(modes: list[str] | None, resumable: bool) -> bool:
     """
     if resumable:
         return True
-    return bool(modes) and list(modes) != list(DEFAULT_MODES)
+    return modes is not None and modes != list(DEFAULT_MODES)

@@ -241,9 +241,25 @@ class _Overlap:
 
 
 _VOLATILE = frozenset(
-    {"id", "run_id", "checkpoint_id", "parent_checkpoint_id", "ts", "timestamp", "config",
-     "parent_config", "checkpoint", "parent_checkpoint", "checkpoint_map", "tool_call_id",
-     "checkpoint_ns", "langgraph_checkpoint_ns", "task_id", "path", "__metadata__"}
+    {
+        "id",
+        "run_id",
+        "checkpoint_id",
+        "parent_checkpoint_id",
+        "ts",
+        "timestamp",
+        "config",
+        "parent_config",
+        "checkpoint",
+        "parent_checkpoint",
+        "checkpoint_map",
+        "tool_call_id",
+        "checkpoint_ns",
+        "langgraph_checkpoint_ns",
+        "task_id",
+        "path",
+        "__metadata__",
+    }
 )
 
 

@@ -7,7 +7,6 @@ from functools import cache
 from typing import Any
 
 from functions.jsonable import to_jsonable
-
 from functions.streaming.log import StreamLog
 from functions.streaming.publisher import StepPublisher
 
@@ -32,9 +31,7 @@ def step_publisher(
         return None
     log = _log(settings.runtime_table)
     # A retry goes on from what the crashed attempt published of this step.
-    published = (
-        [(e.name, e.data) for e in log.step_events(run.run_id, step)] if attempt > 1 else []
-    )
+    published = [(e.name, e.data) for e in log.step_events(run.run_id, step)] if attempt > 1 else []
     return StepPublisher(
         log,
         run_id=run.run_id,

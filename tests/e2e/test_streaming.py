@@ -48,7 +48,11 @@ def stream_stack_url() -> Iterator[str]:
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"lambdagraph-e2e-stream-{port}.log"
     with log_path.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "infra.local"], cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "infra.local"],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -77,7 +81,9 @@ def test_each_mode_streams_as_graph_stream_does_in_one_process(
 ) -> None:
     # WHEN the support graph is streamed in one mode
     thread = client.threads.create()
-    events = _events(client.runs.stream(thread["thread_id"], "support", input=BILLING, stream_mode=mode))
+    events = _events(
+        client.runs.stream(thread["thread_id"], "support", input=BILLING, stream_mode=mode)
+    )
 
     # THEN metadata first, then what graph.stream gives in one process, named and shaped alike
     assert events[0][0] == "metadata"
@@ -92,7 +98,11 @@ def test_a_graph_with_subgraphs_custom_events_and_an_interrupt(client: SyncLangG
     thread = client.threads.create()
     events = _events(
         client.runs.stream(
-            thread["thread_id"], "research", input=graph_input, stream_mode=ALL_MODES, stream_subgraphs=True
+            thread["thread_id"],
+            "research",
+            input=graph_input,
+            stream_mode=ALL_MODES,
+            stream_subgraphs=True,
         )
     )
 
@@ -109,7 +119,9 @@ def test_a_graph_with_subgraphs_custom_events_and_an_interrupt(client: SyncLangG
 def test_several_modes_together(client: SyncLangGraphClient) -> None:
     modes = ["values", "updates", "messages-tuple"]
     thread = client.threads.create()
-    events = _events(client.runs.stream(thread["thread_id"], "support", input=BILLING, stream_mode=modes))
+    events = _events(
+        client.runs.stream(thread["thread_id"], "support", input=BILLING, stream_mode=modes)
+    )
     assert comparable(events[1:]) == comparable(reference_stream("support", BILLING, modes))
 
 
@@ -118,12 +130,17 @@ def test_the_offline_model_streams_its_reply_token_by_token(client: SyncLangGrap
     tokens = [
         data[0]["content"]
         for name, data in _events(
-            client.runs.stream(thread["thread_id"], "support", input=BILLING, stream_mode="messages-tuple")
+            client.runs.stream(
+                thread["thread_id"], "support", input=BILLING, stream_mode="messages-tuple"
+            )
         )
         if name == "messages" and data[1]["langgraph_node"] == "billing"
     ]
     assert len(tokens) > 5
-    assert "".join(tokens) == "Billing here: I have looked at your account and will sort out the charge."
+    assert (
+        "".join(tokens)
+        == "Billing here: I have looked at your account and will sort out the charge."
+    )
 
 
 def test_join_stream_while_the_run_goes_and_after_it_ended(client: SyncLangGraphClient) -> None:
@@ -131,7 +148,9 @@ def test_join_stream_while_the_run_goes_and_after_it_ended(client: SyncLangGraph
     thread_id = client.threads.create()["thread_id"]
     graph_input = {**RESEARCH, "pause_s": 1}
     modes = ["values", "updates", "custom"]
-    run = client.runs.create(thread_id, "research", input=graph_input, stream_mode=modes, stream_resumable=True)
+    run = client.runs.create(
+        thread_id, "research", input=graph_input, stream_mode=modes, stream_resumable=True
+    )
 
     # WHEN its stream is joined while it runs, and again after it ended
     during = _events(client.runs.join_stream(thread_id, run["run_id"]))
@@ -144,10 +163,13 @@ def test_join_stream_while_the_run_goes_and_after_it_ended(client: SyncLangGraph
     assert comparable(during[1:]) == comparable(reference)
     assert comparable(after[1:]) == comparable(reference)
     custom = [(n, d) for n, d in reference if n == "custom"]
-    assert custom and only_custom[1:] == custom
+    assert custom
+    assert only_custom[1:] == custom
 
 
-def test_a_reconnect_with_last_event_id_gets_every_event_exactly_once(client: SyncLangGraphClient) -> None:
+def test_a_reconnect_with_last_event_id_gets_every_event_exactly_once(
+    client: SyncLangGraphClient,
+) -> None:
     # GIVEN a stream read up to its first custom event, then dropped mid-run
     thread_id = client.threads.create()["thread_id"]
     graph_input = {**RESEARCH, "pause_s": 1}
@@ -162,14 +184,17 @@ def test_a_reconnect_with_last_event_id_gets_every_event_exactly_once(client: Sy
         last_id = part.id
         if part.event == "custom":
             break
-    assert run_id is not None and last_id is not None
+    assert run_id is not None
+    assert last_id is not None
     assert client.runs.get(thread_id, run_id)["status"] in ("pending", "running")
 
     # WHEN it is joined again from the last event id it got
     rest = _events(client.runs.join_stream(thread_id, run_id, last_event_id=last_id))
 
     # THEN the two parts together are the whole stream, each event once
-    assert comparable((first + rest)[1:]) == comparable(reference_stream("research", graph_input, modes))
+    assert comparable((first + rest)[1:]) == comparable(
+        reference_stream("research", graph_input, modes)
+    )
 
 
 def test_the_stream_answers_with_the_official_headers(stream_stack_url: str) -> None:
@@ -185,11 +210,17 @@ def test_the_stream_answers_with_the_official_headers(stream_stack_url: str) -> 
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["location"] == f"{run_path}/stream"
     assert body.startswith(b"event: metadata\r\ndata: {")
-    assert all(b"\r\nid: " in block for block in body.strip().split(b"\r\n\r\n") if block.startswith(b"event:"))
+    assert all(
+        b"\r\nid: " in block
+        for block in body.strip().split(b"\r\n\r\n")
+        if block.startswith(b"event:")
+    )
 
 
 def test_an_unsupported_mode_is_refused_with_422(client: SyncLangGraphClient) -> None:
     thread = client.threads.create()
     with pytest.raises(httpx.HTTPStatusError) as raised:
-        list(client.runs.stream(thread["thread_id"], "support", input=BILLING, stream_mode="events"))
+        list(
+            client.runs.stream(thread["thread_id"], "support", input=BILLING, stream_mode="events")
+        )
     assert raised.value.response.status_code == 422

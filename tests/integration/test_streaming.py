@@ -6,15 +6,17 @@ in-memory saver, named and shaped as the official server sends it (tests/stream_
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from functions.checkpointer import make_checkpointer
 from functions.streaming.http import StreamServices, answer
 from functions.streaming.log import StreamLog
 from functions.streaming.service import StreamTail
 from tests.integration.conftest import KEY_A, Stack
-from tests.integration.test_run_endings import FailAws, fail_aws  # noqa: F401 - fixture
+from tests.integration.test_run_endings import FailAws
 from tests.stream_parity import comparable, parse_sse, reference_stream
 
 pytestmark = pytest.mark.integration
@@ -26,11 +28,21 @@ RESEARCH: dict[str, Any] = {"messages": [{"role": "user", "content": "What is a 
 STEP_MODES = ["values", "updates", "custom", "messages-tuple", "tasks", "checkpoints", "debug"]
 
 
+@pytest.fixture
+def fail_aws(stack: Stack) -> Iterator[FailAws]:
+    injector = FailAws()
+    injector.attach(make_checkpointer(stack.settings).client)
+    yield injector
+    injector.detach()
+
+
 def _log(stack: Stack) -> StreamLog:
     return StreamLog(stack.settings.runtime_table)
 
 
-def _tail(stack: Stack, thread_id: str, run_id: str, **options: Any) -> list[tuple[str, Any, str | None]]:
+def _tail(
+    stack: Stack, thread_id: str, run_id: str, **options: Any
+) -> list[tuple[str, Any, str | None]]:
     """The SSE stream of a run that has ended, as the stream route serves it."""
     run = stack.store.get_run(thread_id, run_id)
     assert run is not None
@@ -41,10 +53,17 @@ def _tail(stack: Stack, thread_id: str, run_id: str, **options: Any) -> list[tup
     return parse_sse(b"".join(tail))
 
 
-def _streamed_run(stack: Stack, graph: str, graph_input: Any, modes: list[str], **body: Any) -> tuple[str, str]:
+def _streamed_run(
+    stack: Stack, graph: str, graph_input: Any, modes: list[str], **body: Any
+) -> tuple[str, str]:
     thread_id = stack.create_thread()
     run = stack.start_run(
-        thread_id, assistant_id=graph, input=graph_input, stream_mode=modes, stream_resumable=True, **body
+        thread_id,
+        assistant_id=graph,
+        input=graph_input,
+        stream_mode=modes,
+        stream_resumable=True,
+        **body,
     )
     stack.pump()
     return thread_id, run["run_id"]
@@ -52,7 +71,11 @@ def _streamed_run(stack: Stack, graph: str, graph_input: Any, modes: list[str], 
 
 @pytest.mark.parametrize(
     ("graph", "graph_input", "subgraphs"),
-    [("support", BILLING, False), ("research", RESEARCH, True), ("research", {**RESEARCH, "review": True}, True)],
+    [
+        ("support", BILLING, False),
+        ("research", RESEARCH, True),
+        ("research", {**RESEARCH, "review": True}, True),
+    ],
     ids=["support", "research-subgraphs", "research-interrupt"],
 )
 def test_a_streamed_run_publishes_what_graph_stream_gives_in_one_process(
@@ -74,7 +97,8 @@ def test_a_streamed_run_publishes_what_graph_stream_gives_in_one_process(
     assert comparable(got) == comparable(expected)
     # ... and every event has its own id
     ids = [event_id for _, _, event_id in events]
-    assert None not in ids and len(set(ids)) == len(ids)
+    assert None not in ids
+    assert len(set(ids)) == len(ids)
 
 
 def test_the_interrupt_shows_in_values_when_updates_are_not_asked_for(stack: Stack) -> None:
@@ -87,7 +111,8 @@ def test_the_interrupt_shows_in_values_when_updates_are_not_asked_for(stack: Sta
 
     # THEN the interrupt is there, as the official server shows it, and nothing else differs
     interrupts = [d for n, d, _ in events if n == "values" and "__interrupt__" in d]
-    assert interrupts and interrupts[-1]["__interrupt__"][0]["value"]["question"]
+    assert interrupts
+    assert interrupts[-1]["__interrupt__"][0]["value"]["question"]
     expected = reference_stream("research", graph_input, ["values", "custom"])
     assert comparable([(n, d) for n, d, _ in events[1:]]) == comparable(expected)
 
@@ -101,12 +126,18 @@ def test_a_run_without_a_stream_mode_writes_no_events(stack: Stack) -> None:
     default = stack.start_run(thread_id, input=BILLING, stream_mode="values")
     stack.pump()
     waited = stack.api(
-        "POST", f"/threads/{thread_id}/runs/wait", {"assistant_id": "support", "input": BILLING, "stream_mode": ["updates"]}
+        "POST",
+        f"/threads/{thread_id}/runs/wait",
+        {"assistant_id": "support", "input": BILLING, "stream_mode": ["updates"]},
     )
     stack.pump()
 
     # THEN none of them wrote to the event log
-    run_ids = [plain["run_id"], default["run_id"], waited.headers["Content-Location"].rsplit("/", 1)[-1]]
+    run_ids = [
+        plain["run_id"],
+        default["run_id"],
+        waited.headers["Content-Location"].rsplit("/", 1)[-1],
+    ]
     assert all(_log(stack).read(run_id) == [] for run_id in run_ids)
 
 
@@ -126,7 +157,9 @@ def test_joining_a_run_that_published_nothing_gives_its_final_values(stack: Stac
 
 @pytest.mark.parametrize("write", range(1, 10))
 def test_a_step_retried_after_failing_at_any_checkpoint_write_publishes_its_events_once(
-    stack: Stack, fail_aws: FailAws, write: int  # noqa: F811 - the fixture
+    stack: Stack,
+    fail_aws: FailAws,
+    write: int,
 ) -> None:
     # GIVEN the stream of a fault-free run
     modes = ["values", "updates", "messages-tuple"]
@@ -154,7 +187,9 @@ def test_a_step_retried_after_failing_at_any_checkpoint_write_publishes_its_even
 
 def test_a_stream_resumed_from_any_event_id_gets_the_rest_exactly_once(stack: Stack) -> None:
     # GIVEN a finished streamed run and its whole stream
-    thread_id, run_id = _streamed_run(stack, "research", RESEARCH, STEP_MODES, stream_subgraphs=True)
+    thread_id, run_id = _streamed_run(
+        stack, "research", RESEARCH, STEP_MODES, stream_subgraphs=True
+    )
     whole = _tail(stack, thread_id, run_id)
 
     # WHEN it is joined again from each event's id
@@ -166,7 +201,9 @@ def test_a_stream_resumed_from_any_event_id_gets_the_rest_exactly_once(stack: St
 
 
 def test_a_join_can_pick_modes_out_of_what_the_run_publishes(stack: Stack) -> None:
-    thread_id, run_id = _streamed_run(stack, "support", BILLING, ["values", "updates", "messages-tuple"])
+    thread_id, run_id = _streamed_run(
+        stack, "support", BILLING, ["values", "updates", "messages-tuple"]
+    )
 
     events = _tail(stack, thread_id, run_id, modes=["updates"])
 
@@ -175,7 +212,7 @@ def test_a_join_can_pick_modes_out_of_what_the_run_publishes(stack: Stack) -> No
 
 def test_model_tokens_are_written_in_few_batches(stack: Stack) -> None:
     # GIVEN a run whose reply streams word by word
-    thread_id, run_id = _streamed_run(stack, "support", BILLING, ["messages-tuple"])
+    _thread_id, run_id = _streamed_run(stack, "support", BILLING, ["messages-tuple"])
 
     # THEN its tokens came out one by one, but were written in items of at most 4 KB
     batches = _log(stack).read(run_id)
@@ -194,7 +231,9 @@ def test_an_unsupported_stream_mode_is_a_422_saying_so(stack: Stack, mode: str) 
     thread_id = stack.create_thread()
 
     background = stack.api(
-        "POST", f"/threads/{thread_id}/runs", {"assistant_id": "support", "stream_mode": ["values", mode]}
+        "POST",
+        f"/threads/{thread_id}/runs",
+        {"assistant_id": "support", "stream_mode": ["values", mode]},
     )
     streamed = answer(
         _services(stack),
@@ -235,8 +274,10 @@ def test_stream_routes_answer_with_the_official_headers(stack: Stack) -> None:
 def test_stream_routes_need_the_api_key(stack: Stack) -> None:
     thread_id = stack.create_thread()
     streamed = answer(
-        _services(stack), "POST", f"/threads/{thread_id}/runs/stream", {}, b'{"assistant_id": "support"}'
+        _services(stack),
+        "POST",
+        f"/threads/{thread_id}/runs/stream",
+        {},
+        b'{"assistant_id": "support"}',
     )
     assert streamed.status == 401
-
-
