@@ -281,3 +281,67 @@ def test_stream_routes_need_the_api_key(stack: Stack) -> None:
         b'{"assistant_id": "support"}',
     )
     assert streamed.status == 401
+
+
+def test_a_failed_run_ends_its_stream_with_an_error_event(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graphs import registry
+    from tests.integration.test_reliability import _graph_raising
+
+    # GIVEN a graph whose second node raises
+    monkeypatch.setitem(registry.GRAPHS, "boom", _graph_raising(ValueError("card declined")))
+
+    # WHEN a run of it is streamed
+    thread_id, run_id = _streamed_run(stack, "boom", {"n": 0}, ["values", "updates"])
+    events = _tail(stack, thread_id, run_id)
+
+    # THEN the stream shows the first step, then the error as the official server shapes it
+    assert [n for n, _, _ in events] == ["metadata", "values", "updates", "values", "error"]
+    assert events[-1][1] == {"error": "ValueError", "message": "card declined"}
+    assert events[-1][2] is not None
+
+
+def test_the_legacy_messages_mode_accumulates_each_message(stack: Stack) -> None:
+    thread_id, run_id = _streamed_run(stack, "support", BILLING, ["messages"])
+
+    events = _tail(stack, thread_id, run_id)
+
+    names = [n for n, _, _ in events]
+    assert names.count("messages/metadata") == 2  # the classifier's reply, the specialist's
+    partials = [d[0]["content"] for n, d, _ in events if n == "messages/partial"]
+    assert (
+        partials[-1] == "Billing here: I have looked at your account and will sort out the charge."
+    )
+    assert partials[-2] == "Billing here: I have looked at your account and will sort out the"
+
+
+def test_a_quiet_stream_sends_comment_heartbeats(stack: Stack) -> None:
+    # GIVEN a run that is pending (its steps are not delivered yet)
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, input=BILLING, stream_mode=["updates"])
+    record = stack.store.get_run(thread_id, run["run_id"])
+    assert record is not None
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    # WHEN its stream is tailed for 12 quiet (simulated) seconds
+    tail = StreamTail(
+        stack.runs,
+        _log(stack),
+        record,
+        modes=None,
+        last_event_id=None,
+        max_s=12,
+        poll_s=0.05,
+        heartbeat_s=5,
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
+    chunks = list(tail)
+
+    # THEN metadata, two heartbeats, and then the stream ends for the client to reconnect
+    assert chunks[0].startswith(b"event: metadata")
+    assert chunks[1:] == [b": heartbeat\r\n\r\n"] * 2
