@@ -318,13 +318,17 @@ def _join_location(thread_id: str, run_id: str) -> dict[str, str]:
 
 
 def create_run(thread_id: ThreadId, body: RunCreate) -> Response[Any]:
+    from functions.streaming.modes import records_background_stream
+
+    if not records_background_stream(body.stream_mode, body.stream_resumable):
+        body = body.without_stream()
     run = svc().runs.create(tenant(), thread_id, body)
     return _json(run.to_api(), headers=_run_location(thread_id, run.run_id))
 
 
 def wait_run(thread_id: ThreadId, body: RunCreate) -> Response[Any]:
     runs = svc().runs
-    run = runs.create(tenant(), thread_id, body)
+    run = runs.create(tenant(), thread_id, body.without_stream())
     values = runs.join(tenant(), thread_id, run.run_id)
     return _json(values, headers=_join_location(thread_id, run.run_id))
 

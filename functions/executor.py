@@ -40,16 +40,34 @@ def _checkpoint_id(config: dict[str, Any] | None) -> str | None:
     return str(value) if value else None
 
 
-def run_superstep(graph: Any, graph_input: Any, config: dict[str, Any]) -> StepResult:
-    """Run one superstep; node exceptions propagate to the caller unchanged."""
+def run_superstep(
+    graph: Any, graph_input: Any, config: dict[str, Any], publisher: Any = None
+) -> StepResult:
+    """Run one superstep; node exceptions propagate to the caller unchanged.
+
+    ``publisher`` (a ``functions.streaming.publisher.StepPublisher``, for a run that asked
+    for a stream) gets every chunk of the modes it wants as well.
+    """
     from functions.jsonable import to_jsonable
 
     first: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
     interrupts: dict[str, list[dict[str, Any]]] = {}
-    for mode, chunk in graph.stream(
-        graph_input, config, interrupt_after="*", stream_mode=["checkpoints", "tasks"]
+    modes = ["checkpoints", "tasks"]
+    subgraphs = False
+    if publisher is not None:
+        from functions.streaming.modes import graph_modes
+
+        modes = sorted({*modes, *graph_modes(publisher.modes)})
+        subgraphs = publisher.subgraphs
+    for item in graph.stream(
+        graph_input, config, interrupt_after="*", stream_mode=modes, subgraphs=subgraphs
     ):
+        ns, mode, chunk = item if subgraphs else ((), *item)
+        if publisher is not None:
+            publisher.feed(tuple(ns), mode, chunk)
+        if ns:
+            continue
         if mode == "checkpoints":
             first = first or chunk
             last = chunk

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from functions.resources import Priority
 
@@ -74,6 +74,21 @@ class RunCreate(_Body):
     after_seconds: int | None = Field(default=None, ge=0, le=900)
     # Extension: which step queue carries the run.
     priority: Priority = "normal"
+    # Streams (functions/streaming): which events the worker publishes for the run.
+    stream_mode: list[str] | None = None
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+
+    @field_validator("stream_mode", mode="before")
+    @classmethod
+    def _stream_modes(cls, value: Any) -> list[str] | None:
+        from functions.streaming.modes import normalise
+
+        return normalise(value)
+
+    def without_stream(self) -> RunCreate:
+        """The same run publishing no stream events (``runs/wait``, a background run)."""
+        return self.model_copy(update={"stream_mode": None})
 
     def start_checkpoint_id(self) -> str | None:
         if self.checkpoint_id:
@@ -91,6 +106,8 @@ class RunCreate(_Body):
             "webhook": self.webhook,
             "after_seconds": self.after_seconds or 0,
         }
+        if self.stream_mode:
+            kwargs["stream"] = {"modes": self.stream_mode, "subgraphs": self.stream_subgraphs}
         return kwargs
 
 

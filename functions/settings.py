@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     approval_timeout_s: int = Field(default=72 * 3600, gt=0)
     # Where reviewers' links point: the API's public URL (no trailing slash needed).
     public_base_url: str = ""
+    # --- streams (functions/streaming) ---
+    # A stream response ends after this (API Gateway cuts streamed responses at 15 minutes);
+    # the SDK reconnects with Last-Event-ID and goes on.
+    stream_max_s: float = Field(default=840, gt=0)
+    # How often a stream reads the run's event log while events come; comment heartbeats.
+    stream_poll_s: float = Field(default=0.03, gt=0)
+    stream_heartbeat_s: float = Field(default=5, gt=0)
 
 
 @lru_cache(maxsize=1)

@@ -42,6 +42,7 @@ from functions.release_metrics import count_for_version
 from functions.resources import METRIC_STEP_FAILURES
 from functions.runs import RunService
 from functions.store import Claim, RunRecord
+from functions.streaming.worker import finish_done_step, step_publisher
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -251,6 +252,7 @@ class StepWorker:
             done = self._already_done(graph, run, message) if retry else None
             if isinstance(done, StepResult):
                 result = done
+                finish_done_step(self.settings, run, message.step, claim.attempt, done.values)
             else:
                 graph_input, config = self._input_and_config(run, message)
                 if done == RESUME:
@@ -258,8 +260,16 @@ class StepWorker:
                     # first step: go on from its checkpoint, without applying it again.
                     graph_input = None
                     config["configurable"].pop("checkpoint_id", None)
+                # A run that asked for a stream publishes this step's events as they come.
+                publisher = step_publisher(
+                    self.settings, run, message.step, claim.attempt, resumed=graph_input is None
+                )
                 try:
-                    result = run_superstep(graph, graph_input, config)
+                    try:
+                        result = run_superstep(graph, graph_input, config, publisher)
+                    finally:
+                        if publisher is not None:
+                            publisher.close()
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as exc:

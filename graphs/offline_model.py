@@ -8,13 +8,20 @@ other prompt (answers with a canned reply naming the specialist that system mess
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 CLASSIFIER_MARKER = "[classify]"
 
@@ -66,15 +73,42 @@ class OfflineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        system = _system_text(messages)
-        user_text = _last_human_text(messages)
-        if CLASSIFIER_MARKER in system:
-            reply = classify_text(user_text)
-        else:
-            specialist = next((s for s in SPECIALIST_REPLIES if f"[{s}]" in system), "general")
-            reply = SPECIALIST_REPLIES[specialist]
+        reply = _reply(messages)
         message = AIMessage(content=reply, usage_metadata=_usage(messages, reply))
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """The same reply, a word (with the space before it) at a time, as a real model
+        streams tokens; the usage comes with the last chunk."""
+        reply = _reply(messages)
+        tokens = re.findall(r"\s*\S+", reply) or [reply]
+        for i, token in enumerate(tokens):
+            last = i == len(tokens) - 1
+            chunk = ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=token,
+                    usage_metadata=_usage(messages, reply) if last else None,
+                    chunk_position="last" if last else None,
+                )
+            )
+            if run_manager is not None:
+                run_manager.on_llm_new_token(token, chunk=chunk)
+            yield chunk
+
+
+def _reply(messages: Sequence[BaseMessage]) -> str:
+    system = _system_text(messages)
+    user_text = _last_human_text(messages)
+    if CLASSIFIER_MARKER in system:
+        return classify_text(user_text)
+    specialist = next((s for s in SPECIALIST_REPLIES if f"[{s}]" in system), "general")
+    return SPECIALIST_REPLIES[specialist]
 
 
 def _usage(messages: Sequence[BaseMessage], reply: str) -> Any:

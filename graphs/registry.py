@@ -24,11 +24,19 @@ def _support(checkpointer: Checkpointer, model: BaseChatModel | None) -> Any:
     return build_graph(checkpointer, model)
 
 
-GRAPHS: dict[str, GraphFactory] = {"support": _support}
+def _research(checkpointer: Checkpointer, model: BaseChatModel | None) -> Any:
+    from graphs.research import build_graph
+
+    return build_graph(checkpointer, model)
+
+
+GRAPHS: dict[str, GraphFactory] = {"support": _support, "research": _research}
 
 DESCRIPTIONS: dict[str, str] = {
     "support": "Customer-support supervisor: classify, then billing/technical/general "
     "specialist, or a human approval before cancelling an account or issuing a refund.",
+    "research": "Plan, research in a subgraph (custom progress events, model tokens), "
+    "an optional human review, answer: shows what run streams carry.",
 }
 
 

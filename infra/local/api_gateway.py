@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 Invoke = Callable[[dict[str, Any]], Any]
 LocalRoute = Callable[[], Any]
+# (method, path, headers, body) -> an answer streamed in chunks, or None: not a stream route.
+StreamRoute = Callable[[str, str, dict[str, str], bytes], Any]
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 STAGE = "local"
@@ -60,8 +62,12 @@ class ApiGatewayServer:
         port: int = 0,
         local_routes: Mapping[str, LocalRoute] | None = None,
         integration_timeout_s: float = API_GATEWAY_TIMEOUT_S,
+        stream: StreamRoute | None = None,
     ) -> None:
         self._invoke = invoke
+        # The SSE routes, written chunk by chunk as API Gateway's response streaming does
+        # (functions.streaming.http); everything else goes through ``invoke`` whole.
+        self.stream = stream
         self.integration_timeout_s = integration_timeout_s
         # GET path -> a callable whose result the adapter answers as JSON itself.
         self.local_routes = dict(local_routes or {})
@@ -267,6 +273,14 @@ def _make_request_handler(server: ApiGatewayServer) -> type[BaseHTTPRequestHandl
             if local is not None and self.command == "GET":
                 self._send_json(HTTPStatus.OK, local())
                 return
+            if server.stream is not None:
+                streamed = server.stream(self.command, self.path, dict(self.headers.items()), body)
+                if streamed is not None:
+                    from functions.streaming.http import write_chunked
+
+                    write_chunked(self, streamed, head_only=self.command == "HEAD")
+                    log.info("%s %s -> %d (stream)", self.command, self.path, streamed.status)
+                    return
             event = build_event(
                 method=self.command,
                 raw_path=self.path,

@@ -248,6 +248,7 @@ class LocalStack:
             host=self._host,
             port=self._port,
             local_routes={FAULTS_PATH: self.fault_counts, EMAILS_PATH: sent_emails},
+            stream=None if self._handlers["api"] else _stream_route(),
         )
         # Reviewers' links point at this server (the notifier runs in this process).
         self._set_env({"LAMBDAGRAPH_PUBLIC_BASE_URL": self._api.url})
@@ -499,6 +500,13 @@ class LocalStack:
                 log.error("housekeeping failed", exc_info=outcome.error)
             else:
                 log.debug("housekeeping: %s", outcome.result)
+
+
+def _stream_route() -> Any:
+    """The stream routes, served in this process (functions.handlers.stream)."""
+    from functions.handlers.stream import local_answer
+
+    return local_answer
 
 
 def scheduled_event() -> dict[str, Any]:

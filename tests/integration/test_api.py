@@ -65,7 +65,7 @@ def test_assistants_are_the_registered_graphs(stack: Stack) -> None:
     missing = stack.api("GET", "/assistants/nope")
 
     # THEN there is one assistant per graph, id = graph id
-    assert [a["assistant_id"] for a in found.body] == ["support"]
+    assert [a["assistant_id"] for a in found.body] == ["support", "research"]
     assert one.body["graph_id"] == "support"
     assert missing.status == 404
 

@@ -1,0 +1,81 @@
+"""Stream function: the three SSE routes, served over HTTP for AWS Lambda Web Adapter.
+
+Python has no native Lambda response streaming, so on AWS this function runs as a web
+server (``python -m functions.handlers.stream``, port ``PORT``, 8080 by default) behind
+Lambda Web Adapter in ``response_stream`` invoke mode; API Gateway's stream routes use
+response transfer mode ``STREAM`` (infra/constructs/streaming.py). The local stack serves
+the same ``functions.streaming.http.answer`` from its own HTTP adapter.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from functions.streaming.http import Answer, StreamServices, answer, is_stream_route, write_chunked
+from functions.streaming.log import StreamLog
+
+logger = Logger()
+
+
+@cache
+def default_services() -> StreamServices:
+    from functions.handlers.api import default_services as api_services
+
+    services = api_services()
+    return StreamServices(
+        threads=services.threads,
+        runs=services.runs,
+        log=StreamLog(services.runs.settings.runtime_table),
+    )
+
+
+def local_answer(method: str, path: str, headers: dict[str, str], body: bytes) -> Answer | None:
+    """For the local stack's adapter: the answer to a stream route, None for other paths."""
+    if not is_stream_route(method, path):
+        return None
+    return answer(default_services(), method, path, headers, body)
+
+
+def _plain(status: int, payload: bytes) -> Answer:
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+    return Answer(status, headers, iter([payload]))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.command == "GET" and self.path in ("/", "/ok"):
+            # Lambda Web Adapter's readiness check.
+            write_chunked(self, _plain(200, b'{"ok":true}'))
+            return
+        if not is_stream_route(self.command, self.path):
+            write_chunked(self, _plain(404, b'{"detail":"Not a stream route."}'))
+            return
+        result = answer(
+            default_services(), self.command, self.path, dict(self.headers.items()), body
+        )
+        write_chunked(self, result)
+
+    do_GET = do_POST = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.info(format % args)
+
+
+def main() -> None:  # pragma: no cover - runs under Lambda Web Adapter
+    port = int(os.environ.get("PORT", "8080"))
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
