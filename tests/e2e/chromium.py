@@ -28,7 +28,7 @@ class Browser:
     def __init__(self) -> None:
         if CHROMIUM is None:
             raise RuntimeError("chromium is not installed")
-        self._profile = tempfile.TemporaryDirectory()
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         self._port = free_port()
         self._process = subprocess.Popen(
             [

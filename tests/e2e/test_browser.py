@@ -110,7 +110,11 @@ def page() -> Iterator[PageServer]:
 def test_a_page_from_another_origin_calls_the_api_with_an_api_key(page: PageServer) -> None:
     # GIVEN the local API allowing the page's origin, and the page that calls it
     env = {"LAMBDAGRAPH_API_KEYS": KEY, "LAMBDAGRAPH_CORS_ORIGINS": page.origin}
-    with running(free_port(), env) as api_url, tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write the profile as it is removed: ignored.
+    with (
+        running(free_port(), env) as api_url,
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile,
+    ):
         page.api = api_url
         # WHEN headless Chromium opens the page
         browser = subprocess.Popen(
