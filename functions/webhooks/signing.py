@@ -13,6 +13,7 @@ import json
 import secrets
 from datetime import UTC, datetime
 from functools import cache
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from standardwebhooks.webhooks import Webhook
@@ -30,9 +31,22 @@ def new_secret() -> str:
 
 
 def parse_secrets(text: str) -> tuple[str, ...]:
-    """The secrets in ``text``: comma-separated or a JSON list; ValueError if one is bad."""
+    """The secrets in ``text``; ValueError if one is bad. Accepted: comma-separated
+    ``whsec_...`` values, a JSON list of them, or a JSON object with ``secrets`` (a list)
+    or ``webhook_secret`` (one; ``whsec_`` is added when missing: the form the stack's
+    generated Secrets Manager secret has)."""
     text = text.strip()
-    items = json.loads(text) if text.startswith("[") else text.split(",")
+    items: list[Any]
+    if text.startswith("{"):
+        data = json.loads(text)
+        items = list(data.get("secrets") or [])
+        if data.get("webhook_secret"):
+            one = str(data["webhook_secret"])
+            items.append(one if one.startswith(SECRET_PREFIX) else SECRET_PREFIX + one)
+    elif text.startswith("["):
+        items = list(json.loads(text))
+    else:
+        items = text.split(",")
     found = tuple(str(item).strip() for item in items if str(item).strip())
     for item in found:
         if not item.startswith(SECRET_PREFIX):

@@ -427,3 +427,111 @@ def test_another_tenant_cannot_read_the_deliveries(wstack: WebhookStack) -> None
         wstack.deliver_webhooks()
         assert wstack.deliveries(thread_id, run_id, api_key=KEY_B).status == 404
         assert wstack.deliveries(thread_id, "nope").status == 404
+
+
+# --- the event effect, finished by whoever meets the ending ----------------------------------
+
+
+def test_an_event_that_failed_to_put_is_put_by_the_redelivered_step(wstack: WebhookStack) -> None:
+    from tests.integration.test_run_endings import FailAws
+
+    injector = FailAws()
+    injector.attach(aws.events_client())
+    try:
+        with webhook_receiver() as receiver:
+            # GIVEN a run whose ending's PutEvents fails once (the outcome is recorded)
+            injector.fail("PutEvents", times=1)
+            thread_id, run_id = _run_to_end(wstack, receiver)
+            # WHEN the step message came back and was handled again (pump did that)
+            wstack.deliver_webhooks()
+            # THEN the event was put once the second time, and delivered once
+            assert injector.rules[0][1] == 0
+            assert len(receiver.received) == 1
+            record = wstack.store.get_run(thread_id, run_id)
+            assert record is not None
+            assert record.ending is None
+    finally:
+        injector.detach()
+
+
+def test_an_ending_left_unfinished_is_finished_by_housekeeping_with_its_event(
+    wstack: WebhookStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions import clock
+    from tests.integration.test_run_endings import FailAws, FakeClock
+
+    fake = FakeClock()
+    monkeypatch.setattr(clock, "now", fake.now)
+    injector = FailAws()
+    injector.attach(aws.events_client())
+    try:
+        with webhook_receiver() as receiver:
+            # GIVEN a run whose last step ends it but fails to put the event, and whose step
+            # message is then lost
+            thread_id = wstack.create_thread()
+            run = wstack.start_run(thread_id, input=BILLING, webhook=receiver.url)
+            for _ in range(2):
+                priority, message = wstack.receive(1)[0]
+                wstack.deliver(priority, [message])
+            injector.fail("PutEvents", times=1)
+            priority, message = wstack.receive(1)[0]
+            wstack.deliver(priority, [message])
+            for _priority, left in wstack.receive(10):
+                wstack.sqs.delete_message(
+                    QueueUrl=wstack.queue_urls[_priority], ReceiptHandle=left["ReceiptHandle"]
+                )
+            record = wstack.store.get_run(thread_id, run["run_id"])
+            assert record is not None
+            assert record.status == "success"
+            assert record.ending is not None
+            assert record.ending.effects == ["event"]
+            assert wstack.deliver_webhooks() == 0
+            # WHEN housekeeping runs after the ending's recheck time
+            fake.advance(wstack.settings.lease_s + 1)
+            wstack.housekeeping()
+            wstack.deliver_webhooks()
+            # THEN the event was put and delivered, and the ending is done
+            assert len(receiver.received) == 1
+            assert receiver.received[0].payload["status"] == "success"
+            record = wstack.store.get_run(thread_id, run["run_id"])
+            assert record is not None
+            assert record.ending is None
+    finally:
+        injector.detach()
+
+
+def test_large_final_values_are_read_from_the_run_record(
+    wstack: WebhookStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.webhooks import events
+
+    # GIVEN values too large for an event (the limit lowered so that any values are)
+    monkeypatch.setattr(events, "MAX_VALUES_IN_EVENT", 10)
+    with webhook_receiver() as receiver:
+        _run_to_end(wstack, receiver)
+        [message] = wstack.sqs.receive_message(
+            QueueUrl=wstack.webhook_queue_url, VisibilityTimeout=0
+        )["Messages"]
+        assert json.loads(message["Body"])["detail"]["values_omitted"] is True
+        wstack.deliver_webhooks()
+        # THEN the payload still carries them
+        assert receiver.received[0].payload["values"]["route"] == "billing:done"
+
+
+def test_the_secret_can_come_from_secrets_manager(make_stack: Any, moto_endpoint: str) -> None:
+    import secrets as random
+
+    # GIVEN the secret as the stack generates it in Secrets Manager
+    value = register_secret(random.token_hex(16), "webhook secret (Secrets Manager)")
+    manager = boto3.client("secretsmanager", endpoint_url=moto_endpoint)
+    arn = manager.create_secret(
+        Name=f"webhook-{uuid.uuid4().hex[:8]}",
+        SecretString=json.dumps({"webhook_secret": value}),
+    )["ARN"]
+    stack = make_stack(webhook_secret="", webhook_secret_arn=arn)
+    with webhook_receiver() as receiver:
+        _run_to_end(stack, receiver)
+        stack.deliver_webhooks()
+        got = receiver.received[0]
+        # THEN it verifies with whsec_<the stored value>
+        Webhook(f"whsec_{value}").verify(got.body, got.headers)
