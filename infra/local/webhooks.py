@@ -21,6 +21,8 @@ from functions.resources import (
     WEBHOOK_RULE_PATTERN,
     local_name,
 )
+from functions.settings import Settings
+from functions.webhooks.sender import retry_delays
 from functions.webhooks.signing import new_secret, parse_secrets
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ def webhook_env() -> dict[str, str]:
     env: dict[str, str] = {"LAMBDAGRAPH_WEBHOOK_REQUIRE_HTTPS": "false"}
     if not os.environ.get(ALLOW_PRIVATE_ENV):
         env[ALLOW_PRIVATE_ENV] = "true"
+    # A bad delay list stops the stack at start-up, not at every delivery.
+    retry_delays(Settings())
     configured = os.environ.get(SECRET_ENV, "")
     if configured:
         parse_secrets(configured)  # a bad secret stops the stack at start-up, not at delivery
