@@ -58,9 +58,14 @@ def check_webhook_url(url: str, settings: Settings, *, resolve: bool = True) -> 
     return WebhookTarget(url, host, port, address)
 
 
+# The resolver (tests stand a DNS in for it: a name only it knows proves the sender connects
+# to the address that was checked, not to a fresh lookup).
+getaddrinfo = socket.getaddrinfo
+
+
 def _checked_address(url: str, host: str, port: int, *, allow_private: bool) -> str:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise _refused(url, f"host {host!r} does not resolve") from exc
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))

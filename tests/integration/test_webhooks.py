@@ -535,3 +535,33 @@ def test_the_secret_can_come_from_secrets_manager(make_stack: Any, moto_endpoint
         got = receiver.received[0]
         # THEN it verifies with whsec_<the stored value>
         Webhook(f"whsec_{value}").verify(got.body, got.headers)
+
+
+def test_the_attempt_connects_to_the_checked_address_with_the_url_host(
+    wstack: WebhookStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from functions.webhooks import urls
+
+    # GIVEN a DNS that only the URL check asks, knowing a name nobody else can resolve
+    real = socket.getaddrinfo
+
+    def dns(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        return real(
+            "127.0.0.1" if host == "hooks.lambdagraph.test" else host, port, *args, **kwargs
+        )
+
+    monkeypatch.setattr(urls, "getaddrinfo", dns)
+    with webhook_receiver() as receiver:
+        url = receiver.url.replace("127.0.0.1", "hooks.lambdagraph.test")
+        thread_id = wstack.create_thread()
+        run = wstack.start_run(thread_id, input=BILLING, webhook=url)
+        wstack.pump()
+        wstack.deliver_webhooks()
+        # THEN it was delivered to the checked address (no second lookup, which would fail),
+        # with the URL's host as Host
+        [got] = receiver.received
+        headers = {k.lower(): v for k, v in got.headers.items()}
+        assert headers["host"] == url.split("/")[2]
+        assert wstack.deliveries(thread_id, run["run_id"]).body["status"] == "delivered"
