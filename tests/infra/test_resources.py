@@ -287,8 +287,10 @@ def test_each_priority_queue_feeds_the_worker_alias_with_its_concurrency(synth: 
         assert alias_id in json.dumps(props["FunctionName"])  # the alias, so canaries apply
         assert spec.max_concurrency is not None
         concurrency[priority] = spec.max_concurrency
-    # The step queues, and the approval-requests queue feeding the notifier.
-    assert len(by_queue) == len(STEP_QUEUES) + 1
+    assert len(by_queue) == len(STEP_QUEUES)
+    # AND besides them, the approval-requests queue feeds the notifier and the webhook
+    # deliveries queue the sender: nothing else has an event source
+    assert len(list(mappings)) == len(STEP_QUEUES) + 2
     assert concurrency["high"] > concurrency["normal"] > concurrency["low"]
 
 
