@@ -358,6 +358,12 @@ def get_run(thread_id: ThreadId, run_id: RunId) -> Response[Any]:
     return _json(svc().runs.get(tenant(), thread_id, run_id).to_api())
 
 
+def get_run_webhooks(thread_id: ThreadId, run_id: RunId) -> Response[Any]:
+    from functions.webhooks.api import run_webhooks
+
+    return _json(run_webhooks(svc().runs, tenant(), thread_id, run_id))
+
+
 def join_run(thread_id: ThreadId, run_id: RunId) -> Response[Any]:
     values = svc().runs.join(tenant(), thread_id, run_id)
     return _json(values, headers=_join_location(thread_id, run_id))
@@ -425,6 +431,7 @@ def build_app() -> APIGatewayRestResolver:
     app.get("/threads/<thread_id>/runs")(list_runs)
     app.get("/threads/<thread_id>/runs/<run_id>")(get_run)
     app.get("/threads/<thread_id>/runs/<run_id>/join")(join_run)
+    app.get("/threads/<thread_id>/runs/<run_id>/webhooks")(get_run_webhooks)
     app.post("/threads/<thread_id>/runs/<run_id>/cancel")(cancel_run)
     from functions.approvals.routes import register as register_approvals
 

@@ -30,3 +30,13 @@ def sqs_client() -> Any:
 
 def table(name: str) -> Any:
     return dynamodb_resource().Table(name)
+
+
+@cache
+def events_client() -> Any:
+    return boto3.client("events", config=_CONFIG)
+
+
+@cache
+def secrets_client() -> Any:
+    return boto3.client("secretsmanager", config=_CONFIG)

@@ -169,6 +169,26 @@ APPROVAL_NOTIFIER_FUNCTION = FunctionSpec(
     "ApprovalNotifier", "functions.handlers.approvals.handler", timeout_s=60, memory_mb=512
 )
 
+# --- webhooks (functions/webhooks, docs/webhooks.md) ---------------------------------------
+
+# The run-ended event every run ending puts on the lambdagraph bus (README, "Webhooks").
+RUN_EVENTS_SOURCE = "lambdagraph"
+RUN_ENDED_DETAIL_TYPE = "Run Ended"
+EVENT_BUS_ENV = "LAMBDAGRAPH_EVENT_BUS_NAME"
+# Events of runs with a ``webhook`` go to the deliveries queue.
+WEBHOOK_RULE_PATTERN: dict[str, Any] = {
+    "source": [RUN_EVENTS_SOURCE],
+    "detail-type": [RUN_ENDED_DETAIL_TYPE],
+    "detail": {"webhook": [{"exists": True}]},
+}
+# How long the bus archive keeps events for replay.
+EVENT_ARCHIVE_RETENTION_DAYS = 7
+# One POST waits at most this long for the receiver's answer.
+WEBHOOK_HTTP_TIMEOUT_S = 10
+WEBHOOK_FUNCTION = FunctionSpec(
+    "WebhookSender", "functions.handlers.webhooks.handler", timeout_s=30, memory_mb=512
+)
+
 # --- queues --------------------------------------------------------------------------------
 
 # Visibility timeout is six times the function timeout, as AWS recommends for SQS sources.
@@ -208,6 +228,19 @@ APPROVAL_QUEUE = QueueSpec(
     batch_size=1,
 )
 APPROVAL_STATE_MACHINE_LOGICAL_ID = "ApprovalStateMachine"
+
+# The webhook sender: a failed attempt is retried by changing the message's visibility (the
+# sender counts attempts itself and parks the last failure in the DLQ); maxReceiveCount is only
+# the backstop for a sender that crashes on a message again and again.
+WEBHOOK_QUEUE = QueueSpec(
+    "WebhookDeliveries",
+    "LAMBDAGRAPH_WEBHOOK_QUEUE_URL",
+    6 * WEBHOOK_FUNCTION.timeout_s,
+    max_receive_count=30,
+    max_concurrency=10,
+    batch_size=1,
+    dlq_env_var="LAMBDAGRAPH_WEBHOOK_DLQ_URL",
+)
 
 
 # The worker's own concurrency: every queue's MaximumConcurrency at once, so a burst of API

@@ -28,6 +28,8 @@ from functions.queues import StepMessage, StepQueues
 from functions.resources import run_status_metric
 from functions.settings import Settings
 from functions.store import Ending, RunRecord, Store, ThreadRecord, now_iso
+from functions.webhooks.events import RunEvents
+from functions.webhooks.urls import check_webhook_url
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -36,10 +38,18 @@ FINAL_RUN_STATUSES = ("success", "error", "timeout", "interrupted")
 
 
 class RunService:
-    def __init__(self, settings: Settings, store: Store, queues: StepQueues) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        queues: StepQueues,
+        events: RunEvents | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.queues = queues
+        # The run-ended event of every ending (webhooks): only with a bus configured.
+        self.events = events or RunEvents(settings.event_bus_name)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -78,6 +88,8 @@ class RunService:
             raise InvalidRequestError(
                 "interrupt_before/interrupt_after are not supported; use interrupt() in a node."
             )
+        if body.webhook is not None:
+            check_webhook_url(body.webhook, self.settings)
         start_checkpoint_id = body.start_checkpoint_id()
         if start_checkpoint_id:
             # Checked before anything is stored: an unknown checkpoint would start the run
@@ -225,25 +237,40 @@ class RunService:
         cancel = run.cancel if status == "interrupted" else None
         ending = Ending(
             thread_status=thread_status,
-            effects=_effects_for(cancel, interrupts),
+            effects=_effects_for(cancel, interrupts, events=self._events_on()),
             interrupts=interrupts or {},
             set_values=values is not None,
+            ended_at=now_iso(),
         )
         final_values = run_values if run_values is not None else values
-        if ending.effects == ["thread", "next"] and self.store.end_at_once(
-            run,
-            status,
-            ending,
-            token=token,
-            error=error,
-            values=final_values,
-            thread_values=_thread_values(
-                RunRecord(**{**run.__dict__, "values": final_values}), ending
-            ),
-            now=now,
+        # What is left after the one-write ending (the run-ended event) stays recorded in it.
+        after = ending.effects[2:]
+        remaining = Ending(**{**ending.__dict__, "effects": after}) if after else None
+        if (
+            ending.effects[:2] == ["thread", "next"]
+            and after in ([], ["event"])
+            and self.store.end_at_once(
+                run,
+                status,
+                ending,
+                token=token,
+                error=error,
+                values=final_values,
+                thread_values=_thread_values(
+                    RunRecord(**{**run.__dict__, "values": final_values}), ending
+                ),
+                now=now,
+                remaining=remaining,
+                recheck_at=now + self.settings.lease_s,
+            )
         ):
             # Nothing waited queued: the outcome and the thread's release in one write.
             metrics.add_metric(name=run_status_metric(status), unit=MetricUnit.Count, value=1)
+            if remaining is not None:
+                ended = {"status": status, "values": final_values, "ending": remaining}
+                if error is not None:
+                    ended["error"] = error
+                self.complete_ending(RunRecord(**{**run.__dict__, **ended}))
             return True
         done, current = self.store.record_ending(
             run,
@@ -321,9 +348,14 @@ class RunService:
             from functions.approvals.service import ApprovalService
 
             ApprovalService(self).start(run, ending)
+        elif effect == "event":
+            self.events.put_run_ended(run, ending, ending.ended_at or run.updated_at)
         else:
             raise ValueError(f"unknown run-ending effect {effect!r}")
         return released
+
+    def _events_on(self) -> bool:
+        return bool(self.settings.event_bus_name)
 
     def start_next(self, thread_id: str, queued_hint: int = 1) -> RunRecord | None:
         """Start the oldest queued run if the thread is free; the started run or None.
@@ -393,8 +425,11 @@ class RunService:
         worker died), else at the end of the step in progress."""
         now = clock.now()
         if run.queued:
+            events = ["event"] if self._events_on() else []
             ending = Ending(
-                thread_status="idle", effects=["delete"] if action == "rollback" else []
+                thread_status="idle",
+                effects=events + (["delete"] if action == "rollback" else []),
+                ended_at=now_iso(),
             )
             ended = self.store.end_queued_run(
                 run, "interrupted", ending, cancel=action, recheck_at=now + self.settings.lease_s
@@ -507,15 +542,20 @@ class RunService:
         return to_jsonable(graph.get_state(thread_config(run.thread_id)).values)
 
 
-def _effects_for(cancel: str | None, interrupts: dict[str, Any] | None = None) -> list[str]:
+def _effects_for(
+    cancel: str | None, interrupts: dict[str, Any] | None = None, *, events: bool = False
+) -> list[str]:
     """The effects of a run's ending, in order (see ``RunService.end``). A run stopped for
     approval (functions/approvals) stores it and starts its state machine once the thread
-    shows the interrupt."""
+    shows the interrupt. ``event``: the run-ended event (webhooks), after the thread's
+    release so that a receiver reading the thread sees its final state, and before a
+    rolled-back run's record is deleted."""
+    event = ["event"] if events else []
     if cancel == "rollback":
-        return ["rollback", "thread", "next", "delete"]
+        return ["rollback", "thread", "next", *event, "delete"]
     if interrupts and _asks_approval(interrupts):
-        return ["thread", "approval", "next"]
-    return ["thread", "next"]
+        return ["thread", "approval", "next", *event]
+    return ["thread", "next", *event]
 
 
 def _asks_approval(interrupts: dict[str, Any]) -> bool:

@@ -90,6 +90,21 @@ class Settings(BaseSettings):
     # How often a stream reads the run's event log while events come; comment heartbeats.
     stream_poll_s: float = Field(default=0.03, gt=0)
     stream_heartbeat_s: float = Field(default=5, gt=0)
+    # --- webhooks (functions/webhooks, docs/webhooks.md) ---
+    # The bus run-ended events go to; empty = no events (and so no webhooks).
+    event_bus_name: str = ""
+    webhook_queue_url: str = ""
+    webhook_dlq_url: str = ""
+    # Signing secrets (``whsec_...``), comma-separated, all active: locally from here; on
+    # AWS from the Secrets Manager secret ``webhook_secret_arn`` (same format).
+    webhook_secret: str = ""
+    webhook_secret_arn: str = ""
+    # Seconds before each retry of a failed delivery (about a day in all).
+    webhook_retry_delays: str = "5,30,120,600,1800,3600,10800,21600,43200"
+    # Webhook URLs must be https (AWS); the local stack allows http.
+    webhook_require_https: bool = True
+    # Allow loopback/private targets (the local stack: true unless set false).
+    webhook_allow_private: bool = False
 
 
 @lru_cache(maxsize=1)

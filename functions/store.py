@@ -169,6 +169,8 @@ class Ending:
     # Whether the run's final values become the thread's values (not for errors/cancels).
     set_values: bool = False
     attempts: int = 0
+    # When the run ended (ISO-8601): the run-ended event's ``run_ended_at``.
+    ended_at: str = ""
 
     def to_json(self) -> str:
         return dumps(
@@ -178,6 +180,7 @@ class Ending:
                 "interrupts": self.interrupts,
                 "set_values": self.set_values,
                 "attempts": self.attempts,
+                "ended_at": self.ended_at,
             }
         )
 
@@ -190,6 +193,7 @@ class Ending:
             interrupts=data.get("interrupts") or {},
             set_values=bool(data.get("set_values")),
             attempts=int(data.get("attempts") or 0),
+            ended_at=str(data.get("ended_at") or ""),
         )
 
 
@@ -1120,16 +1124,27 @@ class Store:
         values: Any,
         thread_values: Any,
         now: float,
+        remaining: Ending | None = None,
+        recheck_at: float | None = None,
     ) -> bool:
         """The common ending in one transaction: the run's final status and the release of
-        its thread, when no run waits queued on the thread (nothing else to do). False, with
-        nothing written, when that does not apply; the caller then records the ending."""
+        its thread, when no run waits queued on the thread. False, with nothing written,
+        when that does not apply; the caller then records the ending. ``remaining``: the
+        effects left after the release (the run-ended event), recorded in the same write
+        with ``recheck_at`` for housekeeping; None: nothing is left."""
         sets, vals = self._ending_update(
-            run, status, ending, error=error, values=values, cancel=None, recheck_at=now
+            run,
+            status,
+            remaining or ending,
+            error=error,
+            values=values,
+            cancel=None,
+            recheck_at=recheck_at if recheck_at is not None else now,
         )
-        sets = [x for x in sets if not x.startswith(("ending", "lease_until", "gsi1"))]
-        for key in (":end", ":l", ":gp", ":gs"):
-            vals.pop(key, None)
+        if remaining is None:
+            sets = [x for x in sets if not x.startswith(("ending", "lease_until", "gsi1"))]
+            for key in (":end", ":l", ":gp", ":gs"):
+                vals.pop(key, None)
         vals.update({**_ACTIVE_VALUES, ":f": False})
         if token is not None:
             vals[":tok"] = token
@@ -1145,7 +1160,9 @@ class Store:
             sets,
             vals,
             condition=condition,
-            remove=("claim_token", "lease_until", "gsi1pk", "gsi1sk"),
+            remove=("claim_token",)
+            if remaining is not None
+            else ("claim_token", "lease_until", "gsi1pk", "gsi1sk"),
         )
         thread_vals: dict[str, Any] = {":r": run.run_id, ":one": 1}
         thread_sets = self._thread_state_sets(

@@ -21,6 +21,7 @@ from functions.resources import (
     APPROVAL_NOTIFIER_FUNCTION,
     HOUSEKEEPING_FUNCTION,
     STEP_WORKER_FUNCTION,
+    WEBHOOK_FUNCTION,
 )
 
 
@@ -38,6 +39,11 @@ class Target(StrEnum):
     APPROVAL_STATE_MACHINE = "the approval state machine"
     APPROVAL_SIGNING_SECRET = "the approval link signing key (Secrets Manager)"
     APPROVAL_SENDER = "the SES identity approval emails are sent from"
+    # Webhooks (infra/constructs/webhooks.py).
+    EVENT_BUS = "the lambdagraph event bus"
+    WEBHOOK_QUEUE = "the webhook deliveries queue"
+    WEBHOOK_DLQ = "the webhook deliveries DLQ"
+    WEBHOOK_SECRET = "the webhook signing secret"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ _START_APPROVAL = Access(Target.APPROVAL_STATE_MACHINE, ("states:StartExecution"
 # A decision (the reviewer's page, an API resume) completes the waiting execution.
 _DECIDE_APPROVAL = Access(Target.APPROVAL_STATE_MACHINE, ("states:SendTaskSuccess",))
 _READ_SIGNING_KEY = Access(Target.APPROVAL_SIGNING_SECRET, ("secretsmanager:GetSecretValue",))
+# Whoever finishes a run's ending puts its run-ended event (on this bus only).
+_PUT_EVENTS = Access(Target.EVENT_BUS, ("events:PutEvents",))
 
 GRANTS: dict[str, tuple[Access, ...]] = {
     # Threads and runs (runtime table; a tenant's threads through gsi1), state, history,
@@ -86,6 +94,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         # The approval pages: verify the link (signing key), settle (SendTaskSuccess).
         _DECIDE_APPROVAL,
         _READ_SIGNING_KEY,
+        _PUT_EVENTS,
     ),
     # Claims, runs and their endings (runtime table: a rolled-back run's record is deleted),
     # one superstep (checkpoints, large values in the bucket), the next step message on any
@@ -108,6 +117,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         Access(Target.STEP_QUEUES, ("sqs:SendMessage", "sqs:ChangeMessageVisibility")),
         # Approval records (PutItem) and their executions, at a run's ending.
         _START_APPROVAL,
+        _PUT_EVENTS,
     ),
     # Expired leases through the sharded lease index (gsi1), re-queued steps, and unfinished
     # run endings, a rollback among them (it reads and rewrites or deletes checkpoints; it
@@ -130,6 +140,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         _SEND_STEPS,
         # An unfinished ending's approval start (records and the execution).
         _START_APPROVAL,
+        _PUT_EVENTS,
     ),
     # The approval-requests queue's messages: approval records (the task token, who was
     # emailed, the settlement), the emails (SES, the link signed with the key), a settled
@@ -145,5 +156,14 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         _DECIDE_APPROVAL,
         _READ_SIGNING_KEY,
         Access(Target.APPROVAL_SENDER, ("ses:SendRawEmail",)),
+    ),
+    # Delivery records (runtime table; the run record for values too large for the event),
+    # a retry's delay (the message's visibility), the last failure parked in the DLQ, the
+    # signing secret. Receiving is the event source's (infra/constructs/webhooks.py).
+    WEBHOOK_FUNCTION.logical_id: (
+        Access(Target.RUNTIME_TABLE, ("dynamodb:GetItem", "dynamodb:UpdateItem")),
+        Access(Target.WEBHOOK_QUEUE, ("sqs:ChangeMessageVisibility",)),
+        Access(Target.WEBHOOK_DLQ, ("sqs:SendMessage",)),
+        Access(Target.WEBHOOK_SECRET, ("secretsmanager:GetSecretValue",)),
     ),
 }

@@ -34,6 +34,7 @@ from infra.constructs.monitoring import Monitoring
 from infra.constructs.nag import acknowledge
 from infra.constructs.queues import StepQueues
 from infra.constructs.storage import Storage
+from infra.constructs.webhooks import Webhooks
 from infra.constructs.worker import StepWorker
 from infra.permissions import GRANTS, Target
 
@@ -67,6 +68,7 @@ class LambdaGraphStack(Stack):
         self.storage = Storage(self, "Storage", ttl_days=config.ttl_days, removal=removal)
         self.queues = StepQueues(self, "Queues")
         self.approvals = ApprovalResources(self, "Approvals", sender=config.approval_sender)
+        self.webhooks = Webhooks(self, "Webhooks")
         environment = self._environment(config)
         # One asset for every function: only the handler string differs.
         code = lambda_.Code.from_asset(str(config.asset_dir))
@@ -90,6 +92,7 @@ class LambdaGraphStack(Stack):
             },
             resources=self.approvals,
         )
+        self.webhook_sender = self.webhooks.add_sender(code=code, environment=environment)
         self._grant()
 
         functions = [
@@ -97,6 +100,7 @@ class LambdaGraphStack(Stack):
             self.worker.handler,
             self.housekeeping.handler,
             self.notifier.handler,
+            self.webhook_sender,
         ]
         self.monitoring = Monitoring(
             self,
@@ -107,6 +111,7 @@ class LambdaGraphStack(Stack):
             worker=self.worker.handler,
             rest_api=self.api.rest_api,
             alarm_email=config.alarm_email,
+            dlq_alarms=[self.webhooks.dlq_alarm],
         )
         if self.monitoring.topic is not None:
             self.approvals.dlq_alarm.add_alarm_action(cw_actions.SnsAction(self.monitoring.topic))
@@ -152,6 +157,7 @@ class LambdaGraphStack(Stack):
             env[spec.env_var] = self.queues.queues[priority].queue_url
             if spec.dlq_env_var:
                 env[spec.dlq_env_var] = self.queues.dlqs[priority].queue_url
+        env.update(self.webhooks.environment())
         return env
 
     def _grant(self) -> None:
@@ -176,12 +182,17 @@ class LambdaGraphStack(Stack):
                     resource_name=self.approvals.sender.email_identity_name,
                 )
             ],
+            Target.EVENT_BUS: [self.webhooks.bus.event_bus_arn],
+            Target.WEBHOOK_QUEUE: [self.webhooks.queue.queue_arn],
+            Target.WEBHOOK_DLQ: [self.webhooks.dlq.queue_arn],
+            Target.WEBHOOK_SECRET: [self.webhooks.secret.secret_arn],
         }
         handlers = (
             self.api.handler,
             self.worker.handler,
             self.housekeeping.handler,
             self.notifier.handler,
+            self.webhook_sender,
         )
         for fn in handlers:
             for access in GRANTS[fn.spec.logical_id]:

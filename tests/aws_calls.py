@@ -151,6 +151,9 @@ def iam_requirements(
         return [(f"ses:{operation}", str(params["Source"]))]
     if service == "secretsmanager" and operation == "GetSecretValue":
         return [("secretsmanager:GetSecretValue", str(params["SecretId"]))]
+    if service == "events" and operation == "PutEvents":
+        buses = {str(e.get("EventBusName", "default")) for e in params.get("Entries", [])}
+        return [("events:PutEvents", bus) for bus in sorted(buses)]
     return [(UNMAPPED, f"{service}.{operation}")]
 
 

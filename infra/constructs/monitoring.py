@@ -118,8 +118,11 @@ class Monitoring(Construct):
         worker: ServiceFunction,
         rest_api: apigw.RestApi,
         alarm_email: str | None = None,
+        dlq_alarms: Sequence[cw.Alarm] = (),
     ) -> None:
         super().__init__(scope, construct_id)
+        # Other constructs' DLQ alarms (webhooks): notified like the step DLQs'.
+        self.other_dlq_alarms = list(dlq_alarms)
         self.dlq_alarms: dict[Priority, cw.Alarm] = {
             priority: cw.Alarm(
                 self,
@@ -281,6 +284,7 @@ class Monitoring(Construct):
     def all_alarms(self) -> list[cw.Alarm]:
         return [
             *self.dlq_alarms.values(),
+            *self.other_dlq_alarms,
             *self.error_alarms.values(),
             *self.throttle_alarms.values(),
             self.step_duration_alarm,
@@ -331,7 +335,11 @@ class Monitoring(Construct):
         action = cw_actions.SnsAction(self.topic)
         for alarm in self.all_alarms:
             alarm.add_alarm_action(action)
-            if alarm in self.dlq_alarms.values() or alarm in self.backlog_alarms.values():
+            if (
+                alarm in self.dlq_alarms.values()
+                or alarm in self.other_dlq_alarms
+                or alarm in self.backlog_alarms.values()
+            ):
                 continue
             # Canary and error alarms clear quickly: say when they did.
             alarm.add_ok_action(action)

@@ -93,7 +93,7 @@ class QueuePollers:
         workers: int = 4,
         function_name: str = "lambdagraph-stepworker",
         timeout_s: float = 300.0,
-        retry_delay_s: int = 1,
+        retry_delay_s: int | None = 1,
         peek: Peek | None = None,
         idle_sleep_s: float | None = None,
         reserved_for_top: int | None = None,
@@ -394,6 +394,10 @@ class QueuePollers:
             log.warning("could not delete a %s message: %s", queue.label, failure)
 
     def _release_for_retry(self, queue: PolledQueue, messages: list[dict[str, Any]]) -> None:
+        if self._retry_delay_s is None:
+            # As Lambda does: a failed record comes back when its visibility (which the
+            # handler may have set itself, as the webhook sender does) runs out.
+            return
         for message in messages:
             self._sqs.change_message_visibility(
                 QueueUrl=queue.url,

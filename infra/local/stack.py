@@ -40,6 +40,8 @@ from functions.resources import (
     SERVICE_NAME,
     STEP_QUEUES,
     STEP_WORKER_FUNCTION,
+    WEBHOOK_FUNCTION,
+    WEBHOOK_QUEUE,
     FunctionSpec,
     local_name,
 )
@@ -60,6 +62,7 @@ from infra.local.lambda_context import ACCOUNT_ID, LocalLambdaContext
 from infra.local.pollers import PolledQueue, QueuePollers, moto_peek
 from infra.local.resources import CreatedResources, create_resources
 from infra.local.timings import LEASE_ENV, LocalTimings, local_timings
+from infra.local.webhooks import create_webhook_routing, webhook_env
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,7 @@ class LocalStack:
         api_handler: Handler | None = None,
         step_handler: Handler | None = None,
         housekeeping_handler: Handler | None = None,
+        webhook_handler: Handler | None = None,
         readable_logs: bool = False,
         api_environments: int | None = None,
         api_handler_path: str | None = None,
@@ -140,6 +144,7 @@ class LocalStack:
             "api": api_handler,
             "step": step_handler,
             "housekeeping": housekeeping_handler,
+            "webhooks": webhook_handler,
         }
         self._readable_logs = readable_logs
         self._api_handler_path = api_handler_path
@@ -153,6 +158,7 @@ class LocalStack:
         self._environments: EnvironmentPool | None = None
         self._pollers: QueuePollers | None = None
         self._notifier: QueuePollers | None = None
+        self._webhook_pollers: QueuePollers | None = None
         self._housekeeping: threading.Thread | None = None
         self._stopping = threading.Event()
         self._saved_env: dict[str, str | None] = {}
@@ -198,6 +204,10 @@ class LocalStack:
         )
         self._set_env(self.resources.env)
         self._set_up_approvals()
+        # Run-ended events: bus -> rule -> the webhook deliveries queue (infra.local.webhooks).
+        deliveries = self.resources.queues[local_name(WEBHOOK_QUEUE.logical_id)]
+        self._set_env(create_webhook_routing(self.moto_url, REGION, deliveries.arn))
+        self._set_env(webhook_env())
         if not timings.lease_from_env:
             self._set_env({LEASE_ENV: f"{timings.steps.lease_s:g}"})
         # The heartbeat renews a message's visibility to this, on the scaled clock. The
@@ -233,6 +243,27 @@ class LocalStack:
             faults=self._faults,
         )
         self._pollers.start()
+        self._webhook_pollers = QueuePollers(
+            [
+                PolledQueue(
+                    label="webhooks",
+                    name=deliveries.name,
+                    url=deliveries.url,
+                    arn=deliveries.arn,
+                    batch_size=WEBHOOK_QUEUE.batch_size,
+                )
+            ],
+            self._handlers["webhooks"] or load_handler(WEBHOOK_FUNCTION),
+            sqs_client=self.client("sqs"),
+            region=REGION,
+            workers=2,
+            function_name=local_name(WEBHOOK_FUNCTION.logical_id),
+            timeout_s=WEBHOOK_FUNCTION.timeout_s,
+            # The sender sets a failed delivery's visibility to its retry delay itself.
+            retry_delay_s=None,
+            peek=moto_peek(REGION),
+        )
+        self._webhook_pollers.start()
         self._environments = EnvironmentPool(
             api,
             # An injected callable cannot be imported elsewhere: it gets one environment.
@@ -353,6 +384,9 @@ class LocalStack:
         if self._notifier is not None:
             self._notifier.stop()
             self._notifier = None
+        if self._webhook_pollers is not None:
+            self._webhook_pollers.stop()
+            self._webhook_pollers = None
         if self._housekeeping is not None:
             self._housekeeping.join(5.0)
             self._housekeeping = None

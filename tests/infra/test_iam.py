@@ -76,6 +76,8 @@ def _grants(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
 def _resource_id(resource: Any) -> str:
     if resource == "*":
         return "*"
+    if isinstance(resource, dict) and set(resource) == {"Ref"}:
+        return str(resource["Ref"])  # a secret: its Ref is its ARN
     text = json.dumps(resource)
     # {"Fn::GetAtt": [id, "Arn"]} or a Join around it (index ARNs, bucket objects).
     marker = '"Fn::GetAtt": ["'

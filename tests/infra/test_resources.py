@@ -39,6 +39,7 @@ from functions.resources import (
     SERVICE_NAME,
     STEP_QUEUES,
     STEP_WORKER_FUNCTION,
+    WEBHOOK_FUNCTION,
     TableSpec,
     run_status_metric,
 )
@@ -53,6 +54,7 @@ FUNCTION_SPECS = (
     STEP_WORKER_FUNCTION,
     HOUSEKEEPING_FUNCTION,
     APPROVAL_NOTIFIER_FUNCTION,
+    WEBHOOK_FUNCTION,
 )
 
 
@@ -180,8 +182,8 @@ def test_step_queue_has_a_dlq_and_outlives_the_worker_timeout(synth: Synth, prio
 
 def test_every_queue_and_dlq_refuses_plain_http(synth: Synth) -> None:
     queue_ids = set(synth.resources("AWS::SQS::Queue"))
-    # The step queues and the approval-requests queue, each with its DLQ.
-    assert len(queue_ids) == 2 * (len(STEP_QUEUES) + 1)
+    # The step queues, the approval-requests and webhook deliveries queues, each with its DLQ.
+    assert len(queue_ids) == 2 * (len(STEP_QUEUES) + 2)
     protected: set[str] = set()
     for policy in synth.resources("AWS::SQS::QueuePolicy").values():
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
@@ -270,8 +272,11 @@ def test_each_priority_queue_feeds_the_worker_alias_with_its_concurrency(synth: 
     worker_id, _ = _function_by_handler(synth, STEP_WORKER_FUNCTION.handler)
     alias_id = _alias_of(synth, worker_id)
     mappings = synth.resources("AWS::Lambda::EventSourceMapping").values()
+    step_queue_ids = {synth.logical_id(q) for q in synth.stack.queues.queues.values()}
     by_queue = {
-        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"] for m in mappings
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
+        for m in mappings
+        if m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] in step_queue_ids
     }
     concurrency: dict[str, int] = {}
     for priority, spec in STEP_QUEUES.items():
@@ -282,8 +287,10 @@ def test_each_priority_queue_feeds_the_worker_alias_with_its_concurrency(synth: 
         assert alias_id in json.dumps(props["FunctionName"])  # the alias, so canaries apply
         assert spec.max_concurrency is not None
         concurrency[priority] = spec.max_concurrency
-    # The step queues, and the approval-requests queue feeding the notifier.
-    assert len(by_queue) == len(STEP_QUEUES) + 1
+    assert len(by_queue) == len(STEP_QUEUES)
+    # AND besides them, the approval-requests queue feeds the notifier and the webhook
+    # deliveries queue the sender: nothing else has an event source
+    assert len(list(mappings)) == len(STEP_QUEUES) + 2
     assert concurrency["high"] > concurrency["normal"] > concurrency["low"]
 
 
@@ -374,6 +381,7 @@ def test_each_dlq_alarms_on_arrivals_not_on_presence(synth: Synth) -> None:
     # GIVEN the alarms that read a DLQ
     dlq_ids = {synth.logical_id(dlq) for dlq in synth.stack.queues.dlqs.values()}
     dlq_ids.add(synth.logical_id(synth.stack.approvals.dlq))
+    dlq_ids.add(synth.logical_id(synth.stack.webhooks.dlq))
     alarmed = {}
     for alarm in _math_alarms(synth):
         if "DIFF" not in _expression(alarm):
