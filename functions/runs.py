@@ -51,6 +51,12 @@ class RunService:
         # The run-ended event of every ending (webhooks): only with a bus configured.
         self.events = events or RunEvents(settings.event_bus_name)
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunService:
+        """The service a handler builds from its deployment settings."""
+        store = Store(settings.runtime_table, ttl_days=settings.ttl_days)
+        return cls(settings, store, StepQueues(settings))
+
     # --- reading -------------------------------------------------------------------------
 
     def thread_for(self, tenant: str, thread_id: str) -> ThreadRecord:

@@ -14,11 +14,9 @@ from functions.api_cors import add_cors, allowed_origins, is_preflight, prefligh
 from functions.approvals.pages import is_page_path
 from functions.auth import authenticate
 from functions.errors import InfrastructureError, LambdagraphError
-from functions.queues import StepQueues
 from functions.resources import API_MAX_BODY_BYTES
 from functions.runs import RunService
 from functions.settings import get_settings
-from functions.store import Store
 from functions.threads import ThreadService
 
 logger = Logger()
@@ -37,9 +35,8 @@ def default_services() -> Services:
     global _services
     if _services is None:
         settings = get_settings()
-        store = Store(settings.runtime_table, ttl_days=settings.ttl_days)
-        runs = RunService(settings, store, StepQueues(settings))
-        _services = Services(threads=ThreadService(settings, store), runs=runs)
+        runs = RunService.from_settings(settings)
+        _services = Services(threads=ThreadService(settings, runs.store), runs=runs)
     return _services
 
 

@@ -21,10 +21,8 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from functions.approvals.service import ApprovalService
-from functions.queues import StepQueues
 from functions.runs import RunService
 from functions.settings import get_settings
-from functions.store import Store
 
 logger = Logger()
 tracer = Tracer()
@@ -36,9 +34,7 @@ _service: ApprovalService | None = None
 def default_service() -> ApprovalService:
     global _service
     if _service is None:
-        settings = get_settings()
-        store = Store(settings.runtime_table, ttl_days=settings.ttl_days)
-        _service = ApprovalService(RunService(settings, store, StepQueues(settings)))
+        _service = ApprovalService(RunService.from_settings(get_settings()))
     return _service
 
 

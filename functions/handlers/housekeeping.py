@@ -7,10 +7,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
 from functions.housekeeping import requeue_expired
-from functions.queues import StepQueues
 from functions.runs import RunService
 from functions.settings import get_settings
-from functions.store import Store
 
 logger = Logger()
 tracer = Tracer()
@@ -22,10 +20,5 @@ metrics = Metrics()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any, runs: RunService | None = None) -> dict[str, Any]:
     if runs is None:
-        settings = get_settings()
-        runs = RunService(
-            settings,
-            Store(settings.runtime_table, ttl_days=settings.ttl_days),
-            StepQueues(settings),
-        )
+        runs = RunService.from_settings(get_settings())
     return {"requeued": requeue_expired(runs)}

@@ -16,12 +16,11 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from functions.queues import StepMessage, StepQueues
+from functions.queues import StepMessage
 from functions.release_metrics import function_version
 from functions.runs import RunService
 from functions.settings import get_settings
 from functions.steps import Delivery, StepWorker
-from functions.store import Store
 
 logger = Logger()
 tracer = Tracer()
@@ -33,9 +32,7 @@ _worker: StepWorker | None = None
 def default_worker() -> StepWorker:
     global _worker
     if _worker is None:
-        settings = get_settings()
-        store = Store(settings.runtime_table, ttl_days=settings.ttl_days)
-        _worker = StepWorker(RunService(settings, store, StepQueues(settings)))
+        _worker = StepWorker(RunService.from_settings(get_settings()))
     return _worker
 
 
