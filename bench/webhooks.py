@@ -137,7 +137,7 @@ def _count_endings(sqs: Any, bus_env: dict[str, str], deliveries_url: str) -> No
     from functions import aws
     from functions.checkpointer import make_checkpointer
     from functions.handlers import step_worker, webhooks
-    from functions.models import RunCreate, ThreadCreate
+    from functions.api_models import RunCreate, ThreadCreate
     from functions.queues import StepQueues
     from functions.runs import RunService
     from functions.settings import Settings

@@ -73,7 +73,7 @@ def _measure(endpoint: str, sqs: Any) -> None:
     from functions import aws
     from functions.checkpointer import make_checkpointer
     from functions.handlers import step_worker
-    from functions.models import RunCreate, ThreadCreate
+    from functions.api_models import RunCreate, ThreadCreate
     from functions.queues import StepQueues
     from functions.runs import RunService
     from functions.settings import Settings

@@ -25,7 +25,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.api_responses import declare_responses
 from functions.errors import InfrastructureError, LambdagraphError
-from functions.models import (
+from functions.api_models import (
     AssistantSearch,
     CancelAction,
     HistoryQuery,

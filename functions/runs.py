@@ -23,7 +23,7 @@ from functions.errors import (
 )
 from functions.graph_loader import graph_exists, load_graph, resolve_assistant_id
 from functions.ids import time_ordered_id
-from functions.models import RunCreate
+from functions.api_models import RunCreate
 from functions.queues import StepMessage, StepQueues
 from functions.resources import run_status_metric
 from functions.settings import Settings

@@ -236,7 +236,7 @@ class ApprovalService:
         return self.resume_run(record)
 
     def resume_run(self, record: ApprovalRecord) -> str | None:
-        from functions.models import RunCommand, RunCreate
+        from functions.api_models import RunCommand, RunCreate
 
         if record.resumed_run_id:
             return record.resumed_run_id

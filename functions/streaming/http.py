@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from functions.api_cors import allowed_origins, origin_allowed, response_headers
 from functions.auth import authenticate
 from functions.errors import InfrastructureError, LambdagraphError
-from functions.models import RunCreate, ThreadCreate
+from functions.api_models import RunCreate, ThreadCreate
 from functions.resources import API_MAX_BODY_BYTES
 from functions.runs import RunService
 from functions.streaming.log import StreamLog

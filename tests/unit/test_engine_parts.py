@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from functions.auth import PUBLIC_TENANT, authenticate, key_hash, tenant_of
 from functions.errors import UnauthorizedError
 from functions.jsonable import to_jsonable
-from functions.models import RunCreate
+from functions.api_models import RunCreate
 from functions.queues import StepMessage
 from functions.settings import Settings
 
