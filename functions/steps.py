@@ -37,6 +37,7 @@ from functions import clock
 from functions.errors import InfrastructureError, NotFoundError
 from functions.executor import StepResult, run_superstep, thread_config
 from functions.graph_loader import load_graph
+from functions.models.context import StepContext, step_context
 from functions.queues import StepMessage
 from functions.release_metrics import count_for_version
 from functions.resources import METRIC_STEP_FAILURES
@@ -266,7 +267,16 @@ class StepWorker:
                 )
                 try:
                     try:
-                        result = run_superstep(graph, graph_input, config, publisher)
+                        with step_context(
+                            StepContext(
+                                run.run_id,
+                                run.thread_id,
+                                run.assistant_id,
+                                message.step,
+                                run.priority,
+                            )
+                        ):
+                            result = run_superstep(graph, graph_input, config, publisher)
                     finally:
                         if publisher is not None:
                             publisher.close()
