@@ -43,7 +43,9 @@ by two concurrent invocations.
 
 After every replay the outcome must equal the fault-free one (values, not ids or timestamps)
 and the invariants must hold: no thread held, no run pending/running, nothing in a DLQ,
-nothing left in the step queues.
+nothing left in the step queues, every final run's run-ended event put on the bus (the same
+content if a retried effect put it again) and every approval it asked for started exactly
+once on the approval state machine (``EffectSinks``).
 """
 
 from __future__ import annotations
@@ -126,7 +128,9 @@ RETRIED_ERRORS = frozenset(
     }
 )
 # Errors that say the request changed nothing.
-NO_EFFECT_ERRORS = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
+NO_EFFECT_ERRORS = frozenset(
+    {"ConditionalCheckFailedException", "TransactionCanceledException", "ExecutionAlreadyExists"}
+)
 
 
 class CrashPointsExplored(UserWarning):
@@ -654,6 +658,7 @@ class Environment:
         self.sqs = self.client("sqs")
         self._queues: Queues | None = None
         self.queues_dirty = False
+        self._sinks: EffectSinks | None = None
         self.explored = 0
         self._undo: list[Callable[[], None]] = []
 
@@ -670,6 +675,12 @@ class Environment:
             self._queues = Queues.create(self.sqs)
         self.queues_dirty = False
         return self._queues
+
+    @property
+    def sinks(self) -> EffectSinks:
+        if self._sinks is None:
+            self._sinks = EffectSinks.create(self)
+        return self._sinks
 
     def _patch(self, target: Any, name: str, value: Any) -> None:
         missing = object()
@@ -761,6 +772,113 @@ class Queues:
         raise KeyError(url)
 
 
+@dataclass
+class EffectSinks:
+    """Where the ending's outward effects land, as deployed: the run-ended events' bus (a
+    rule copies every lambdagraph event to a capture queue the harness reads) and the
+    approval state machine (moto records its executions). Made once per environment; a
+    replay tells its own by run id."""
+
+    bus_name: str
+    capture_url: str
+    state_machine_arn: str
+    events: Any
+    sfn: Any
+    sqs: Any
+
+    @classmethod
+    def create(cls, env: Environment) -> EffectSinks:
+        from functions.approvals import state_machine_definition
+        from functions.webhooks.events import RUN_EVENTS_SOURCE
+
+        suffix = uuid.uuid4().hex[:10]
+        events, sfn, sqs = env.client("events"), env.client("stepfunctions"), env.sqs
+        bus = f"lambdagraph-{suffix}"
+        events.create_event_bus(Name=bus)
+        capture_url = sqs.create_queue(QueueName=f"run-events-{suffix}")["QueueUrl"]
+        capture_arn = sqs.get_queue_attributes(QueueUrl=capture_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        events.put_rule(
+            Name="all-run-events",
+            EventBusName=bus,
+            EventPattern=json.dumps({"source": [RUN_EVENTS_SOURCE]}),
+        )
+        events.put_targets(
+            Rule="all-run-events",
+            EventBusName=bus,
+            Targets=[{"Id": "capture", "Arn": capture_arn}],
+        )
+        arn = sfn.create_state_machine(
+            name=f"approvals-{suffix}",
+            definition=state_machine_definition(f"https://sqs.invalid/approvals-{suffix}"),
+            roleArn="arn:aws:iam::123456789012:role/approvals",
+            type="STANDARD",
+        )["stateMachineArn"]
+        return cls(bus, capture_url, arn, events, sfn, sqs)
+
+    def run_events(self) -> dict[str, list[str]]:
+        """Every run-ended event put since the last call: run id -> the statuses it carried."""
+        seen: dict[str, list[str]] = {}
+        while True:
+            messages = self.sqs.receive_message(
+                QueueUrl=self.capture_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return seen
+            for m in messages:
+                detail = json.loads(m["Body"])["detail"]
+                seen.setdefault(str(detail["run_id"]), []).append(str(detail["status"]))
+            self.sqs.delete_message_batch(
+                QueueUrl=self.capture_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+
+    def executions(self) -> list[str]:
+        """The names of the approval state machine's executions (one per approval id)."""
+        names: list[str] = []
+        kwargs: dict[str, Any] = {"stateMachineArn": self.state_machine_arn}
+        while True:
+            page = self.sfn.list_executions(**kwargs)
+            names += [e["name"] for e in page["executions"]]
+            if not page.get("nextToken"):
+                return names
+            kwargs["nextToken"] = page["nextToken"]
+
+
+def _effect_violations(
+    run: dict[str, Any],
+    joined: Any,
+    events: dict[str, list[str]],
+    executions: list[str],
+) -> list[str]:
+    """A final run's outward effects: its run-ended event was put (a retried effect may put
+    it again, with the same content: receivers de-duplicate by ``webhook-id``), and each
+    approval it asked for has its record and exactly one state machine execution."""
+    from functions.approvals.request import approval_id_for, is_approval
+
+    ref = (run.get("metadata") or {}).get("client_ref")
+    found: list[str] = []
+    statuses = events.get(str(run["run_id"]), [])
+    if not statuses:
+        found.append(f"run {ref} ended {run['status']} but no run-ended event was put")
+    elif set(statuses) != {run["status"]}:
+        found.append(f"run {ref} ended {run['status']} but its events said {statuses}")
+    if run["status"] != "success" or not isinstance(joined, dict):
+        return found
+    for interrupt in joined.get("__interrupt__") or []:
+        if not is_approval(interrupt.get("value")) or not interrupt.get("id"):
+            continue
+        approval_id = approval_id_for(str(run["run_id"]), str(interrupt["id"]))
+        started = executions.count(approval_id)
+        if started != 1:
+            found.append(f"run {ref}'s approval has {started} state machine executions")
+    return found
+
+
 class CrashStack(Stack):
     """The integration ``Stack`` (its ``api()`` drives the real API handler) on fresh tables,
     the deployed queues and the deployed lease (``Settings`` default)."""
@@ -792,6 +910,10 @@ class CrashStack(Stack):
             join_timeout_s=0.3,
             join_poll_s=0.02,
             max_receive_count=queues.max_receive_count,
+            # The ending's outward effects, as deployed: the run-ended event and, for an
+            # approval interrupt, the approval's state machine execution.
+            event_bus_name=env.sinks.bus_name,
+            approval_state_machine_arn=env.sinks.state_machine_arn,
         )
         assert self.settings.lease_s == env.timings.lease_s, "the worker runs the deployed lease"
         self.boot()
@@ -1359,6 +1481,9 @@ class Replay:
         self.faults.enabled = False
         outcome: dict[str, Any] = {}
         violations: list[str] = []
+        sinks = self.env.sinks
+        events = sinks.run_events()
+        executions = sinks.executions()
         for thread_id in self.threads:
             thread = self.stack.api("GET", f"/threads/{thread_id}").body
             state = self.stack.api("GET", f"/threads/{thread_id}/state").body
@@ -1380,6 +1505,8 @@ class Replay:
                 )
                 if run["status"] in ACTIVE:
                     violations.append(f"run {runs[-1]['ref']} is still {run['status']}")
+                else:
+                    violations += _effect_violations(run, joined, events, executions)
             outcome[thread_id] = {
                 "status": thread["status"],
                 "values": thread.get("values"),
