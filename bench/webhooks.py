@@ -135,9 +135,9 @@ def requests_per_ending() -> None:
 
 def _count_endings(sqs: Any, bus_env: dict[str, str], deliveries_url: str) -> None:
     from functions import aws
+    from functions.api_models import RunCreate, ThreadCreate
     from functions.checkpointer import make_checkpointer
     from functions.handlers import step_worker, webhooks
-    from functions.api_models import RunCreate, ThreadCreate
     from functions.queues import StepQueues
     from functions.runs import RunService
     from functions.settings import Settings

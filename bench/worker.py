@@ -71,9 +71,9 @@ def _measure(endpoint: str, sqs: Any) -> None:
     os.environ.update(created.env)
 
     from functions import aws
+    from functions.api_models import RunCreate, ThreadCreate
     from functions.checkpointer import make_checkpointer
     from functions.handlers import step_worker
-    from functions.api_models import RunCreate, ThreadCreate
     from functions.queues import StepQueues
     from functions.runs import RunService
     from functions.settings import Settings

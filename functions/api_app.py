@@ -23,8 +23,6 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.api_responses import declare_responses
-from functions.errors import InfrastructureError, LambdagraphError
 from functions.api_models import (
     AssistantSearch,
     CancelAction,
@@ -36,6 +34,8 @@ from functions.api_models import (
     ThreadPatch,
     ThreadSearch,
 )
+from functions.api_responses import declare_responses
+from functions.errors import InfrastructureError, LambdagraphError
 from functions.release_metrics import count_for_version, function_version
 from functions.resources import METRIC_API_SERVER_ERRORS
 from functions.runs import RunService

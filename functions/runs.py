@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions import clock
+from functions.api_models import RunCreate
 from functions.errors import (
     ConflictError,
     InfrastructureError,
@@ -23,7 +24,6 @@ from functions.errors import (
 )
 from functions.graph_loader import graph_exists, load_graph, resolve_assistant_id
 from functions.ids import time_ordered_id
-from functions.api_models import RunCreate
 from functions.queues import StepMessage, StepQueues
 from functions.resources import run_status_metric
 from functions.settings import Settings

@@ -10,11 +10,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from functions.api_models import (
+    CheckpointRef,
+    HistoryQuery,
+    StateUpdate,
+    ThreadCreate,
+    ThreadSearch,
+)
 from functions.errors import ConflictError, InvalidRequestError, NotFoundError
 from functions.executor import thread_config
 from functions.graph_loader import graph_exists, load_graph
 from functions.jsonable import interrupt_to_api, to_jsonable
-from functions.api_models import CheckpointRef, HistoryQuery, StateUpdate, ThreadCreate, ThreadSearch
 from functions.settings import Settings
 from functions.store import STATE_UPDATE_HOLDER, Store, ThreadRecord, now_iso
 

@@ -23,9 +23,9 @@ from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from functions.api_cors import allowed_origins, origin_allowed, response_headers
+from functions.api_models import RunCreate, ThreadCreate
 from functions.auth import authenticate
 from functions.errors import InfrastructureError, LambdagraphError
-from functions.api_models import RunCreate, ThreadCreate
 from functions.resources import API_MAX_BODY_BYTES
 from functions.runs import RunService
 from functions.streaming.log import StreamLog

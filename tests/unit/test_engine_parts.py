@@ -9,10 +9,10 @@ from langchain_core.messages import AIMessage
 from langgraph.types import Interrupt
 from pydantic import ValidationError
 
+from functions.api_models import RunCreate
 from functions.auth import PUBLIC_TENANT, authenticate, key_hash, tenant_of
 from functions.errors import UnauthorizedError
 from functions.jsonable import to_jsonable
-from functions.api_models import RunCreate
 from functions.queues import StepMessage
 from functions.settings import Settings
 
