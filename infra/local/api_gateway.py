@@ -45,6 +45,15 @@ StreamRoute = Callable[[str, str, dict[str, str], bytes], Any]
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 STAGE = "local"
+# The listen backlog. The stdlib's is 5: a burst of clients (an evaluation suite starting
+# 50 conversations at once) got connection resets while the serving threads were busy
+# accepting; API Gateway queues such a burst, so the local gateway does too.
+LISTEN_BACKLOG = 1024
+
+
+class _GatewayHTTPServer(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
 
 
 class ApiGatewayServer:
@@ -71,8 +80,7 @@ class ApiGatewayServer:
         self.integration_timeout_s = integration_timeout_s
         # GET path -> a callable whose result the adapter answers as JSON itself.
         self.local_routes = dict(local_routes or {})
-        self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
-        self._server.daemon_threads = True
+        self._server = _GatewayHTTPServer((host, port), _make_request_handler(self))
         self._thread: threading.Thread | None = None
 
     @property

@@ -53,8 +53,14 @@ class RecordingHandler:
         return {"batchItemFailures": failures}
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """The records once there are ``count``; fails the test (loudly) if they do not come."""
         with self.changed:
-            self.changed.wait_for(lambda: len(self.records) >= count, timeout=timeout_s)
+            arrived = self.changed.wait_for(lambda: len(self.records) >= count, timeout=timeout_s)
+            if not arrived:
+                raise AssertionError(
+                    f"expected {count} invocation(s) within {timeout_s} s, got "
+                    f"{len(self.records)}: {self.records}"
+                )
             return list(self.records)
 
 
