@@ -57,8 +57,8 @@ def _compile(graph_id: str, settings: Settings) -> Any:
 
     model = None
     if settings.chat_model and not settings.offline_model:
-        # Imported lazily: model SDKs are heavy and most invocations never need them.
-        from langchain.chat_models import init_chat_model
+        # Provider SDKs are imported by the factory only when a model is made.
+        from functions.models.factory import chat_model
 
-        model = init_chat_model(settings.chat_model)
+        model = chat_model(settings.chat_model)
     return get_factory(graph_id)(make_checkpointer(settings), model)

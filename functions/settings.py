@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions.resources import API_JOIN_TIMEOUT_S, STEP_LEASE_S, STEP_TIMINGS
@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     # On AWS, API keys live hashed in the runtime table (``APIKEY#<sha256>`` items) instead
     # of in ``api_keys``; both can be used at once.
     api_keys_in_table: bool = False
-    # ``provider:model`` for ``langchain.chat_models.init_chat_model``; empty = offline model.
+    # ``provider:model`` (functions/models/factory.py: openai:, bedrock:, fake:); empty =
+    # the offline model. Checked when settings are read, so a typo fails at start-up.
     chat_model: str = ""
     # ``dynamodb`` (functions.checkpoint.DynamoDBSaver) or ``memory`` (one process only).
     checkpointer: str = "dynamodb"
@@ -105,6 +106,15 @@ class Settings(BaseSettings):
     webhook_require_https: bool = True
     # Allow loopback/private targets (the local stack: true unless set false).
     webhook_allow_private: bool = False
+
+    @field_validator("chat_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value.strip():
+            from functions.models.factory import parse_spec
+
+            parse_spec(value)
+        return value.strip()
 
 
 @lru_cache(maxsize=1)

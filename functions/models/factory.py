@@ -1,0 +1,82 @@
+"""``provider:model`` strings -> chat models: the one place a graph's model is made.
+
+- ``openai:<model>``: ``langchain_openai.ChatOpenAI`` (key from ``OPENAI_API_KEY``);
+- ``bedrock:<model>``: ``langchain_aws.ChatBedrockConverse`` (the function role's access);
+- ``fake:<name>``: the deterministic offline model (streams tokens, reports usage).
+
+Provider SDKs are imported only when such a model is made, so functions that never call a
+model (the API, housekeeping) and the step worker's cold start do not pay for them. They are
+the optional extra ``models`` (``pip install -e '.[models]'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # parse_spec (settings validation) must not import langchain
+    from langchain_core.language_models import BaseChatModel
+
+
+class ModelSpecError(ValueError):
+    """A ``provider:model`` string that names no model this platform can make."""
+
+
+def _openai(model: str) -> BaseChatModel:
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError as exc:
+        raise ModelSpecError(_missing("openai", "langchain-openai")) from exc
+    chat: BaseChatModel = ChatOpenAI(model=model, stream_usage=True)
+    return chat
+
+
+def _bedrock(model: str) -> BaseChatModel:
+    try:
+        from langchain_aws import ChatBedrockConverse
+    except ImportError as exc:
+        raise ModelSpecError(_missing("bedrock", "langchain-aws")) from exc
+    chat: BaseChatModel = ChatBedrockConverse(model=model)
+    return chat
+
+
+def _fake(model: str) -> BaseChatModel:
+    from graphs.offline_model import OfflineChatModel
+
+    return OfflineChatModel()
+
+
+PROVIDERS: dict[str, Callable[[str], BaseChatModel]] = {
+    "openai": _openai,
+    "bedrock": _bedrock,
+    "fake": _fake,
+}
+
+
+def _missing(provider: str, package: str) -> str:
+    return (
+        f"model provider {provider!r} needs the {package} package: "
+        f"pip install {package} (or the project's extra: pip install -e '.[models]')"
+    )
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"openai:gpt-4o-mini"`` -> ``("openai", "gpt-4o-mini")``; ModelSpecError if malformed."""
+    provider, sep, model = spec.strip().partition(":")
+    if not sep or not provider or not model.strip():
+        raise ModelSpecError(
+            f"model {spec!r} is not 'provider:model' (providers: {', '.join(PROVIDERS)}; "
+            "e.g. openai:gpt-4o-mini, bedrock:anthropic.claude-3-haiku-20240307-v1:0, fake:offline)"
+        )
+    if provider not in PROVIDERS:
+        raise ModelSpecError(
+            f"model {spec!r}: unknown provider {provider!r} (providers: {', '.join(PROVIDERS)})"
+        )
+    return provider, model.strip()
+
+
+def chat_model(spec: str, **_: Any) -> BaseChatModel:
+    """The chat model ``spec`` names; ModelSpecError when it names none (or its SDK is
+    not installed)."""
+    provider, model = parse_spec(spec)
+    return PROVIDERS[provider](model)
