@@ -25,7 +25,7 @@ import pytest
 from infra.local.stack import wait_until_ok
 from tests.conftest import register_secret, scan_text
 
-from .chromium import CHROMIUM, Browser
+from .chromium import CHROMEDRIVER, CHROMIUM, Browser
 from .conftest import REPO, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("approvals-local")]
@@ -98,7 +98,10 @@ def _wait(predicate: Any, timeout_s: float = 60.0) -> Any:
     raise AssertionError("timed out")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
 def test_the_emailed_link_approves_and_the_run_resumes(stack: tuple[str, Path]) -> None:
     url, log_path = stack
     auth = {"x-api-key": KEY, "Content-Type": "application/json"}
