@@ -56,6 +56,15 @@ class CheckpointRef(_Body):
     checkpoint_id: str | None = None
 
 
+class Budget(BaseModel):
+    """Limits a run stops at, at the next step boundary (docs/models.md). Only ``max_steps``
+    is enforced so far: token and cost limits need the model accounting, and a limit that
+    is accepted but not enforced would be worse than a 422."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_steps: int = Field(gt=0, le=100_000)
+
+
 class RunCreate(_Body):
     assistant_id: str = Field(min_length=1)
     input: Any = None
@@ -68,6 +77,8 @@ class RunCreate(_Body):
     interrupt_before: Any = None
     interrupt_after: Any = None
     webhook: str | None = None
+    # Extension: limits the run stops at (``max_steps``).
+    budget: Budget | None = None
     multitask_strategy: MultitaskStrategy = "enqueue"
     if_not_exists: Literal["create", "reject"] = "reject"
     # Start the run this many seconds later (SQS DelaySeconds caps it at 15 minutes).
@@ -106,6 +117,8 @@ class RunCreate(_Body):
             "webhook": self.webhook,
             "after_seconds": self.after_seconds or 0,
         }
+        if self.budget is not None:
+            kwargs["budget"] = self.budget.model_dump()
         if self.stream_mode:
             kwargs["stream"] = {"modes": self.stream_mode, "subgraphs": self.stream_subgraphs}
         return kwargs

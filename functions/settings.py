@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # Attempts at one step (counted on the run, whoever re-sent it) before the run ends
     # ``error``; the same for the effects of an unfinished run ending.
     max_step_attempts: int = Field(default=5, gt=0)
+    # Deployment-wide budget: the most supersteps a run may take (0 = no limit beyond the
+    # recursion limit); a run's ``budget.max_steps`` replaces it.
+    budget_max_steps: int = Field(default=0, ge=0)
     # The step queues' visibility timeout: a message a dead worker held comes back after it.
     visibility_timeout_s: float = Field(default=STEP_TIMINGS.visibility_timeout_s, gt=0)
     # After a step is done, how long the next step may wait unclaimed before housekeeping

@@ -42,6 +42,7 @@ from functions.queues import StepMessage
 from functions.release_metrics import count_for_version
 from functions.resources import METRIC_STEP_FAILURES
 from functions.runs import RunService
+from functions.settings import Settings
 from functions.store import Claim, RunRecord
 from functions.streaming.worker import finish_done_step, step_publisher
 
@@ -239,6 +240,10 @@ class StepWorker:
         if message.step > limit:
             error = recursion_error_message(limit)
             self._end_error(run, token, "GraphRecursionError", error)
+            return "error"
+        max_steps = _max_steps(run, self.settings)
+        if max_steps and message.step > max_steps:
+            self._end_error(run, token, "BudgetExceeded", budget_steps_message(max_steps))
             return "error"
         try:
             graph = load_graph(run.assistant_id, self.settings)
@@ -499,6 +504,20 @@ def _recursion_limit(run: RunRecord) -> int:
     config = run.kwargs.get("config") or {}
     limit = config.get("recursion_limit")
     return int(limit) if isinstance(limit, int) and limit > 0 else default_recursion_limit()
+
+
+def _max_steps(run: RunRecord, settings: Settings) -> int:
+    budget = run.kwargs.get("budget") or {}
+    value = budget.get("max_steps")
+    return int(value) if isinstance(value, int) and value > 0 else settings.budget_max_steps
+
+
+def budget_steps_message(max_steps: int) -> str:
+    """The error of a run stopped by ``max_steps`` (at the boundary before the next step)."""
+    return (
+        f"budget max_steps={max_steps:,} exceeded: {max_steps:,} steps done and the run "
+        f"needs more (step {max_steps + 1:,} not run)"
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from functions import aws, clock
 from functions.checkpointer import make_checkpointer
 from functions.executor import run_superstep, thread_config
 from functions.graph_loader import load_graph
-from functions.steps import recursion_error_message
+from functions.steps import budget_steps_message, recursion_error_message
 from functions.store import Ending
 from graphs import registry
 from tests.integration.conftest import Stack
@@ -776,3 +776,50 @@ def test_housekeeping_pages_through_a_backlog_larger_than_one_page(
     # THEN every one of them was re-sent, across the lease index's shards
     assert result == {"requeued": 130}
     assert stack.housekeeping() == {"requeued": 0}
+
+
+def test_a_budget_of_steps_stops_the_run_and_leaves_the_thread_usable(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the cyclic graph (it would take 1,000 supersteps) and a run with budget max_steps=3
+    monkeypatch.setitem(registry.GRAPHS, "loop", _loop_factory)
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, assistant_id="loop", input={"n": 0}, budget={"max_steps": 3})
+
+    # WHEN its steps are delivered
+    stack.pump()
+
+    # THEN it ended error after 3 supersteps, the error naming the budget and the figures
+    got = _run(stack, thread_id, run["run_id"])
+    assert got["status"] == "error"
+    assert got["error"] == budget_steps_message(3)
+    assert got["error"].startswith("budget max_steps=3 exceeded: 3 steps done")
+    assert got["kwargs"]["budget"] == {"max_steps": 3}
+    assert stack.api("GET", f"/threads/{thread_id}/state").body["values"]["n"] == 3
+
+    # AND the thread takes the next run, which a deployment without a budget lets finish
+    support_thread = stack.create_thread()
+    text = {"messages": [{"role": "user", "content": "I was charged twice"}]}
+    again = stack.start_run(thread_id, assistant_id="loop", input={"n": 995})
+    ok = stack.start_run(support_thread, input=text, budget={"max_steps": 50})
+    stack.pump()
+    assert _run(stack, thread_id, again["run_id"])["status"] == "success"
+    assert stack.api("GET", f"/threads/{thread_id}/state").body["values"]["n"] == 1000
+    assert _run(stack, support_thread, ok["run_id"])["status"] == "success"
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [{"max_steps": 0}, {"max_steps": "many"}, {"max_tokens": 2000}, {"max_steps": 3, "x": 1}],
+)
+def test_a_budget_that_cannot_be_enforced_is_refused_with_422(
+    stack: Stack, budget: dict[str, Any]
+) -> None:
+    # GIVEN a thread WHEN a run asks for a budget that is invalid or not enforced (tokens)
+    thread_id = stack.create_thread()
+    reply = stack.api(
+        "POST", f"/threads/{thread_id}/runs", {"assistant_id": "support", "budget": budget}
+    )
+    # THEN 422, and no run was started
+    assert reply.status == 422, reply.body
+    assert stack.api("GET", f"/threads/{thread_id}/runs").body == []
