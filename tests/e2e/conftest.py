@@ -54,7 +54,11 @@ class RecordingHandler:
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         with self.changed:
-            self.changed.wait_for(lambda: len(self.records) >= count, timeout=timeout_s)
+            arrived = self.changed.wait_for(lambda: len(self.records) >= count, timeout=timeout_s)
+            # Loud: a caller that goes on with fewer records would assert on the wrong thing.
+            assert arrived, (
+                f"waited {timeout_s} s for {count} step records, got {len(self.records)}"
+            )
             return list(self.records)
 
 
