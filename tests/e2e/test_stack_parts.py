@@ -416,10 +416,14 @@ def test_a_busy_api_environment_does_not_hold_up_other_requests(
     with stack, concurrent.futures.ThreadPoolExecutor(1) as pool:
         # WHEN one request waits for a second one to release it
         slow = pool.submit(_request, f"{stack.url}/slow?marker={marker}")
-        for _ in range(1000):
-            if marker.with_suffix(".started").exists():
-                break
+        started = marker.with_suffix(".started")
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
+        # Only a release sent while the first request waits proves they overlapped: sent
+        # before it started, the first would see the marker at once even when run serially.
+        assert started.exists(), "the first request never started"
+        assert not slow.done(), "the first request ended before the release was sent"
         _, released, _ = _request(f"{stack.url}/release?marker={marker}")
         _, waited, _ = slow.result(timeout=60)
 

@@ -458,7 +458,9 @@ def test_alarms_notify_the_alarm_email_over_a_tls_only_topic(synth: Synth) -> No
         "AWS::SNS::TopicPolicy",
         {"PolicyDocument": {"Statement": Match.array_with([_deny_insecure()])}},
     )
-    assert all(a.get("AlarmActions") for a in _alarms(synth))
+    alarms = _alarms(synth)
+    assert alarms, "the stack defines alarms"
+    assert all(a.get("AlarmActions") for a in alarms)
 
 
 def test_cloudwatch_may_publish_to_the_alarm_topic_for_this_accounts_alarms_only(

@@ -91,8 +91,11 @@ def test_second_run_on_the_same_thread_continues_the_conversation(stack: Stack) 
 
 
 def test_runs_wait_returns_current_values_when_the_run_is_not_done_in_time(stack: Stack) -> None:
-    # GIVEN no worker is draining the queue
+    # GIVEN a thread that ran once, and no worker draining the queue after that
     thread_id = stack.create_thread()
+    stack.start_run(thread_id, input=BILLING)
+    stack.pump()
+    so_far = stack.api("GET", f"/threads/{thread_id}/state").body["values"]
 
     # WHEN runs/wait is called
     reply = stack.api(
@@ -101,6 +104,8 @@ def test_runs_wait_returns_current_values_when_the_run_is_not_done_in_time(stack
 
     # THEN it answers after the join timeout with the values so far and where to poll
     assert reply.status == 200
+    assert so_far["messages"]
+    assert reply.body == so_far
     assert reply.headers["Content-Location"].startswith(f"/threads/{thread_id}/runs/")
     run_id = reply.headers["Content-Location"].rsplit("/", 1)[1]
     assert stack.api("GET", f"/threads/{thread_id}/runs/{run_id}").body["status"] == "pending"
