@@ -60,6 +60,37 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
+# --- no process state carried from one test to the next --------------------------------------
+#
+# The engine keeps boto3 clients, secrets and settings in process-wide functools caches (as a
+# Lambda environment does between invocations). A client cached by one test stays bound to that
+# test's endpoint (a moto server since stopped, another stack's port), so every such cache is
+# cleared around each test; a test that wants a warm process gets one within itself.
+
+
+def forget_cached_state() -> None:
+    """Clear every functools cache defined in the engine's modules (``functions.*``).
+
+    Found by walking the loaded modules, so a cache added later is covered too.
+    """
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "functions" or name.startswith("functions.")):
+            continue
+        for value in list(vars(module).values()):
+            clear = getattr(value, "cache_clear", None)
+            if callable(clear) and getattr(value, "__module__", None) == name:
+                clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches() -> Iterator[None]:
+    forget_cached_state()
+    yield
+    forget_cached_state()
+
+
 # --- no secret in any log output ----------------------------------------------------------------
 #
 # Every log record emitted during the session (the root logger, and Powertools loggers, which

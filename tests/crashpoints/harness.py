@@ -79,6 +79,7 @@ from functions.resources import (
     StepTimings,
 )
 from functions.settings import Settings
+from tests.conftest import forget_cached_state
 from tests.integration.conftest import KEY_A, LambdaContext, Stack, load_event
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
@@ -624,15 +625,12 @@ def cold_start() -> None:
     cache in the engine's modules is cleared (so a cache added later is covered too), the
     compiled-graph cache and the handlers' singletons are dropped.
     """
+    forget_cached_state()
     for name, module in list(sys.modules.items()):
-        if module is None or not (name == "functions" or name.startswith("functions.")):
+        if module is None or not name.startswith("functions.handlers."):
             continue
-        for value in list(vars(module).values()):
-            clear = getattr(value, "cache_clear", None)
-            if callable(clear) and getattr(value, "__module__", None) == name:
-                clear()
         for singleton in ("_services", "_worker"):
-            if name.startswith("functions.handlers.") and hasattr(module, singleton):
+            if hasattr(module, singleton):
                 setattr(module, singleton, None)
     graph_cache = getattr(sys.modules.get("functions.graph_loader"), "_CACHE", None)
     if isinstance(graph_cache, dict):

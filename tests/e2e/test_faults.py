@@ -25,8 +25,11 @@ from .conftest import REPO, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("local-faults")]
 
-# At this scale: function timeout 2 s, lease 2.4 s, visibility 12 s, housekeeping every 2 s.
-TIME_SCALE = "150"
+# At this scale: function timeout 5 s, lease 6 s, visibility 30 s, housekeeping every 5 s. A
+# faster clock (150: a 2 s function timeout) makes a step on a loaded 2-core CI machine, whose
+# throttled calls back off for a second or more, time out again and again: the runs then test
+# the machine's speed, not recovery.
+TIME_SCALE = "60"
 FAULTS = "crash=0.5,duplicate=0.5,throttle=0.1"
 RUNS = 8
 # A step crashed with probability 0.5 fails 5 attempts in a row (the default limit) once in 32
@@ -37,7 +40,7 @@ ACTIVE = ("pending", "running")
 
 
 @pytest.fixture(scope="module")
-def faulty_stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def faulty_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     port = free_port()
     env = {
         **os.environ,
@@ -65,16 +68,25 @@ def faulty_stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 wait_until_ok(url, timeout_s=60)
             except TimeoutError:
                 pytest.fail(f"local stack did not start; its log:\n{log_path.read_text()}")
-            yield url
+            yield url, log_path
         finally:
             process.terminate()
             process.wait(30)
             scan_text(log_path.read_text(errors="replace"), "local stack log (faults)")
 
 
-def test_runs_finish_while_steps_crash_repeat_and_get_throttled(faulty_stack_url: str) -> None:
+def _log_of(log_path: Path, run_ids: list[str]) -> str:
+    """The stack's log lines about these runs (the last 60), to tell why one did not finish."""
+    lines = log_path.read_text(errors="replace").splitlines()
+    return "\n".join([line for line in lines if any(rid in line for rid in run_ids)][-60:])
+
+
+def test_runs_finish_while_steps_crash_repeat_and_get_throttled(
+    faulty_stack: tuple[str, Path],
+) -> None:
     from langgraph_sdk import get_sync_client
 
+    faulty_stack_url, log_path = faulty_stack
     # GIVEN the stack injecting crashes, duplicate deliveries and throttling
     client = get_sync_client(url=faulty_stack_url, api_key=None, timeout=30)
     before = httpx.get(f"{faulty_stack_url}/_local/faults").json()
@@ -91,7 +103,7 @@ def test_runs_finish_while_steps_crash_repeat_and_get_throttled(faulty_stack_url
     statuses: dict[str, str] = {}
     errors: dict[str, object] = {}
     # (a bound for the wait, not an assertion: crashed steps come back within seconds)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 420
     while time.monotonic() < deadline:
         fetched = {run_id: client.runs.get(tid, run_id) for tid, run_id in runs}
         statuses = {run_id: run["status"] for run_id, run in fetched.items()}
@@ -106,4 +118,5 @@ def test_runs_finish_while_steps_crash_repeat_and_get_throttled(faulty_stack_url
     assert after["crash"] > before["crash"]
     assert after["duplicate"] > before["duplicate"]
     assert after["throttle"] > before["throttle"]
-    assert sorted(statuses.values()) == ["success"] * RUNS, (statuses, errors)
+    unfinished = [run_id for run_id, status in statuses.items() if status != "success"]
+    assert not unfinished, (statuses, errors, _log_of(log_path, unfinished))

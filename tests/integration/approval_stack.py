@@ -20,8 +20,7 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from functions import aws
-from functions.approvals import clients, state_machine_definition
+from functions.approvals import state_machine_definition
 from functions.approvals.service import ApprovalService
 from functions.handlers import api
 from functions.handlers import approvals as approvals_handler
@@ -233,23 +232,8 @@ def approval_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Itera
     # Step Functions' service integrations call back into this moto server.
     monkeypatch.setenv("MOTO_PORT", moto_endpoint.rsplit(":", 1)[1])
     enable_execution(moto_endpoint)
-    for cached in (
-        aws.dynamodb_resource,
-        aws.sqs_client,
-        clients.sfn_client,
-        clients.ses_client,
-        clients.secrets_client,
-    ):
-        cached.cache_clear()
     stack = ApprovalStack(moto_endpoint)
     try:
         yield stack
     finally:
         stack.close()
-        for cached in (
-            aws.dynamodb_resource,
-            aws.sqs_client,
-            clients.sfn_client,
-            clients.ses_client,
-        ):
-            cached.cache_clear()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 import boto3
 import pytest
 
-from functions import aws
 from functions.api_app import Services
 from functions.checkpointer import make_checkpointer
 from functions.handlers import api, housekeeping, step_worker
@@ -207,11 +205,6 @@ class Stack:
 
 
 @pytest.fixture
-def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    # boto3 clients are cached per process; make them pick up this moto server.
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
-    yield Stack(moto_endpoint)
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
+    return Stack(moto_endpoint)

@@ -3,12 +3,10 @@ to an allowed origin readable by its page (functions/api_cors.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from functions import aws
 from functions.handlers import api
 from functions.resources import CORS_MAX_AGE_S
 from tests.integration.conftest import KEY_A, LambdaContext, Stack, load_event
@@ -19,13 +17,9 @@ STUDIO = "https://smith.langchain.com"
 
 
 @pytest.fixture
-def cors_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+def cors_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
-    yield Stack(moto_endpoint, cors_origins=f"{STUDIO}, http://localhost:3000/")
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
+    return Stack(moto_endpoint, cors_origins=f"{STUDIO}, http://localhost:3000/")
 
 
 def _call(

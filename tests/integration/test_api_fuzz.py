@@ -25,7 +25,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from functions import aws
 from functions.api_app import build_app
 from functions.handlers import api
 from infra.local.api_gateway import ApiGatewayServer
@@ -49,8 +48,6 @@ TITLE, VERSION = "lambdagraph", "0.1.0"
 def api_url(moto_endpoint: str) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-        aws.dynamodb_resource.cache_clear()
-        aws.sqs_client.cache_clear()
         stack = Stack(moto_endpoint)
         # A thread with a finished run, so ids the fuzzer finds in examples can exist.
         stack.api("POST", "/threads", {"thread_id": "fuzz-thread", "metadata": {"k": "v"}})
@@ -64,8 +61,6 @@ def api_url(moto_endpoint: str) -> Iterator[str]:
             yield server.url
         finally:
             server.stop()
-            aws.dynamodb_resource.cache_clear()
-            aws.sqs_client.cache_clear()
 
 
 def _document() -> dict[str, Any]:

@@ -11,14 +11,13 @@ import base64
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
-from functions import aws, clock
+from functions import clock
 from functions.runs import RunService
 from graphs import registry
 from tests.integration.conftest import Stack
@@ -55,15 +54,11 @@ def _fetch_large(checkpointer: Any, model: Any) -> Any:
 
 
 @pytest.fixture
-def bucket_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+def bucket_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
     # A graph whose first step writes a document too large for a DynamoDB item.
     monkeypatch.setitem(registry.GRAPHS, "fetch-large", _fetch_large)
-    yield Stack(moto_endpoint, payload_bucket=f"payloads-{uuid.uuid4().hex[:10]}")
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
+    return Stack(moto_endpoint, payload_bucket=f"payloads-{uuid.uuid4().hex[:10]}")
 
 
 def _objects(stack: Stack) -> list[str]:

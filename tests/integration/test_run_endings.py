@@ -478,8 +478,6 @@ def test_a_long_step_renews_its_lease_while_its_node_runs(
 ) -> None:
     # GIVEN a worker whose heartbeat beats every 0.1 s and a node that runs for 0.4 s
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
     stack = Stack(moto_endpoint, heartbeat_s=0.1)
     seen: dict[str, Any] = {}
     monkeypatch.setitem(registry.GRAPHS, "slow", _slow_factory(seen, stack))
@@ -493,8 +491,6 @@ def test_a_long_step_renews_its_lease_while_its_node_runs(
     # THEN the lease was pushed forward while the node ran, and the run completed
     assert seen["after"] > seen["before"]
     assert _run(stack, thread_id, run["run_id"])["status"] == "success"
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
 
 
 # --- 6. retention follows activity ------------------------------------------------------------
@@ -505,8 +501,6 @@ def test_records_ttl_moves_with_updates_and_reads_ignore_expired_records(
 ) -> None:
     # GIVEN retention of one day, and a thread created now
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
     stack = Stack(moto_endpoint, ttl_days=1)
     thread_id = stack.create_thread()
 
@@ -522,8 +516,6 @@ def test_records_ttl_moves_with_updates_and_reads_ignore_expired_records(
     # AND past its TTL it reads as gone, though DynamoDB has not removed it yet
     fake_clock.advance(5 * 3600)
     assert stack.api("GET", f"/threads/{thread_id}").status == 404
-    aws.dynamodb_resource.cache_clear()
-    aws.sqs_client.cache_clear()
 
 
 # --- 8. a crashed step is recovered within the lease, not the visibility timeout ---------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -122,17 +121,10 @@ class WebhookStack(Stack):
         return self.api("GET", f"/threads/{thread_id}/runs/{run_id}/webhooks", **kwargs)
 
 
-def _clear_clients() -> None:
-    for client in (aws.dynamodb_resource, aws.sqs_client, aws.events_client, aws.secrets_client):
-        client.cache_clear()
-
-
 @pytest.fixture
-def make_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def make_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    _clear_clients()
-    yield lambda **overrides: WebhookStack(moto_endpoint, **overrides)
-    _clear_clients()
+    return lambda **overrides: WebhookStack(moto_endpoint, **overrides)
 
 
 @pytest.fixture
