@@ -52,6 +52,30 @@ class Access:
     actions: tuple[str, ...]
 
 
+# Who finishes a run's ending (functions/runs.py ``complete_ending``), and so does its effects:
+# the approval (record, ``states:StartExecution``) of a run that ended at an approval
+# interrupt, and the run-ended event (``events:PutEvents``, with a bus configured: every
+# function gets the bus name, infra/stack.py). Whoever meets an unfinished ending finishes it,
+# whatever effects it recorded, so each of these functions needs every effect's grant:
+# - StepWorker: the ending of the run it ends (``RunService.end`` from functions/steps.py),
+#   and an unfinished one met by a redelivered message of the run (steps.py).
+# - Housekeeping: unfinished endings found through the lease index (functions/housekeeping.py
+#   ``_recover``: ``complete_ending``, ``finish_stale_holder``, ``end``/``end_cancelled``).
+# - Api: creating a run on a busy thread finishes the holder's unfinished ending first
+#   (``create`` -> ``finish_stale_holder``); the interrupt/rollback strategies and
+#   ``POST .../cancel`` end the active run (``cancel_active`` -> ``end``) and, when the worker
+#   ended it meanwhile, finish that ending (an approval ending among them); the approval page
+#   resumes the thread itself when no execution waits (``_hand_back`` -> ``resume_run`` ->
+#   ``create``). Joining (``wait_final``) only reads. Tested:
+#   tests/integration/test_ending_finishers.py (the API finishes a crashed worker's approval
+#   ending).
+# - ApprovalNotifier: a resume message creates the resuming run (``on_resume`` ->
+#   ``resume_run`` -> ``create``, strategy ``enqueue``); on a thread still held by a later
+#   run whose ending is unfinished (its worker died before releasing the thread) that is
+#   ``finish_stale_holder``, which starts that run's approval and puts its event. Tested in
+#   the same file. (It never cancels: ``enqueue`` only.)
+# - WebhookSender: never (it reads run records; no ``RunService``).
+
 # The checkpoint saver (functions/checkpoint) in every function: reads by Query, writes by
 # PutItem and BatchWriteItem (deletes are BatchWriteItem too). Values too large for an item
 # are objects in the payload bucket; deleting a thread (DELETE /threads, the rollback of a
@@ -94,6 +118,8 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         # The approval pages: verify the link (signing key), settle (SendTaskSuccess).
         _DECIDE_APPROVAL,
         _READ_SIGNING_KEY,
+        # Endings it finishes (see above): an approval's start, the run-ended event.
+        _START_APPROVAL,
         _PUT_EVENTS,
     ),
     # Claims, runs and their endings (runtime table: a rolled-back run's record is deleted),
@@ -145,8 +171,10 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     # The approval-requests queue's messages: approval records (the task token, who was
     # emailed, the settlement), the emails (SES, the link signed with the key), a settled
     # approval's execution completed, and the resuming run (a run record and the thread in
-    # one transaction, its first step message on any priority). Receiving is the event
-    # source's (infra/constructs/approvals.py).
+    # one transaction, its first step message on any priority), and the unfinished ending of
+    # a run holding the thread it resumes (see above: the thread's release, that run's
+    # approval record and execution, its run-ended event). Receiving is the event source's
+    # (infra/constructs/approvals.py).
     APPROVAL_NOTIFIER_FUNCTION.logical_id: (
         Access(
             Target.RUNTIME_TABLE,
@@ -156,6 +184,8 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         _DECIDE_APPROVAL,
         _READ_SIGNING_KEY,
         Access(Target.APPROVAL_SENDER, ("ses:SendRawEmail",)),
+        _START_APPROVAL,
+        _PUT_EVENTS,
     ),
     # Delivery records (runtime table; the run record for values too large for the event),
     # a retry's delay (the message's visibility), the last failure parked in the DLQ, the
