@@ -72,8 +72,12 @@ class Access:
 # - ApprovalNotifier: a resume message creates the resuming run (``on_resume`` ->
 #   ``resume_run`` -> ``create``, strategy ``enqueue``); on a thread still held by a later
 #   run whose ending is unfinished (its worker died before releasing the thread) that is
-#   ``finish_stale_holder``, which starts that run's approval and puts its event. Tested in
-#   the same file. (It never cancels: ``enqueue`` only.)
+#   ``finish_stale_holder``, which starts that run's approval and puts its event, or, for a
+#   run cancelled with the rollback strategy, restores the thread's checkpoints and deletes
+#   the run record. Tested in the same file. (It never cancels: ``enqueue`` only. It never
+#   deletes a thread's whole history: the thread it resumes holds the approved run's
+#   checkpoints, so a rollback there stops at them. Not granted, as no test records it yet:
+#   ``s3:GetObject`` for a rolled-back run whose checkpoints spilled into the bucket.)
 # - WebhookSender: never (it reads run records; no ``RunService``).
 
 # The checkpoint saver (functions/checkpoint) in every function: reads by Query, writes by
@@ -173,13 +177,21 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     # approval's execution completed, and the resuming run (a run record and the thread in
     # one transaction, its first step message on any priority), and the unfinished ending of
     # a run holding the thread it resumes (see above: the thread's release, that run's
-    # approval record and execution, its run-ended event). Receiving is the event source's
-    # (infra/constructs/approvals.py).
+    # approval record and execution, its run-ended event; a rollback's checkpoints read and
+    # the restored one written, the rolled-back run's record deleted). Receiving is the event
+    # source's (infra/constructs/approvals.py).
     APPROVAL_NOTIFIER_FUNCTION.logical_id: (
         Access(
             Target.RUNTIME_TABLE,
-            ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"),
+            (
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:Query",
+            ),
         ),
+        Access(Target.CHECKPOINT_TABLE, ("dynamodb:Query", "dynamodb:PutItem")),
         _SEND_STEPS,
         _DECIDE_APPROVAL,
         _READ_SIGNING_KEY,

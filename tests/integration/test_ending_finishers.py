@@ -2,10 +2,11 @@
 it next: here the API (a run created on the held thread) and the approval notifier (the
 resuming run of an approval, on a thread held by a later run). Whoever finishes it, and
 however many do, the reviewer gets one approval (one execution, one email) and the run's
-receiver one webhook.
+receiver one webhook. The notifier also finishes a rollback ending (the rolling-back
+process died): the thread's state is restored and the run deleted.
 
 These are the paths on which the API and the notifier call ``states:StartExecution`` and
-``events:PutEvents`` (infra/permissions.py): the AWS calls they record here are what
+``events:PutEvents`` (and the notifier reads and writes checkpoints: infra/permissions.py): the AWS calls they record here are what
 ``tests/infra/test_iam_coverage.py`` checks their roles against.
 """
 
@@ -18,6 +19,9 @@ from urllib.parse import unquote
 import pytest
 
 from functions import aws
+from functions.checkpointer import make_checkpointer
+from functions.executor import thread_config
+from functions.graph_loader import load_graph
 from tests.integration.approval_stack import ApprovalStack, enable_execution
 from tests.integration.test_approvals import LINK
 from tests.integration.test_run_endings import FailAws
@@ -116,6 +120,12 @@ def _emails_for(stack: EndingStack, approval_id: str) -> list[dict[str, Any]]:
 
 def _webhooks_for(receiver: Receiver, run_id: str) -> list[dict[str, Any]]:
     return [r.payload for r in receiver.received if r.payload.get("run_id") == run_id]
+
+
+def _messages(stack: EndingStack, thread_id: str) -> list[str]:
+    """The thread's messages, read from its checkpoints."""
+    graph = load_graph("support", stack.settings)
+    return [str(m.content) for m in graph.get_state(thread_config(thread_id)).values["messages"]]
 
 
 def _everyone_else_meets_the_ending(stack: EndingStack, held: tuple[str, dict[str, Any]]) -> None:
@@ -223,3 +233,63 @@ def test_the_notifier_finishes_an_approval_ending_a_crashed_worker_left(
     assert len(_webhooks_for(receiver, second["run_id"])) == 1
     assert len(_emails_for(stack, first_approval["approval_id"])) == 1
     assert _approval_of(stack, thread_id, first["run_id"])["status"] == "approved"
+
+
+def test_the_notifier_finishes_a_rollback_ending_left_unfinished(
+    estack: EndingStack, receiver: Receiver
+) -> None:
+    stack = estack
+    # GIVEN a thread that stopped for approval, its reviewer emailed
+    thread_id = stack.create_thread()
+    first = stack.start_run(thread_id, input=REFUND)
+    stack.pump()
+    first_approval = _approval_of(stack, thread_id, first["run_id"])
+    stack.pump_approvals("request")
+    [email] = _emails_for(stack, first_approval["approval_id"])
+    # (read past the API: GET /threads/{id}/state would cancel the pending approval)
+    before = _messages(stack, thread_id)
+    # AND a later run on the thread, between two steps (its next step message waits)
+    second = stack.start_run(thread_id, input=BILLING, webhook=receiver.url)
+    priority, message = stack.receive(1)[0]
+    stack.deliver(priority, [message])
+    [held] = stack.receive(10)
+    assert stack.store.get_run(thread_id, second["run_id"]).active  # type: ignore[union-attr]
+    # AND a run created with the rollback strategy, whose process died in the rollback (the
+    # checkpoint write failed): the second run is ended, its ending not begun, the thread held
+    injector = FailAws()
+    injector.attach(make_checkpointer(stack.settings).client)
+    injector.fail("PutItem", times=100)
+    try:
+        reply = stack.api(
+            "POST",
+            f"/threads/{thread_id}/runs",
+            {"assistant_id": "support", "input": BILLING, "multitask_strategy": "rollback"},
+        )
+    finally:
+        injector.detach()
+    assert reply.status >= 500, reply.body
+    record = stack.store.get_run(thread_id, second["run_id"])
+    assert record is not None
+    assert record.ending is not None
+    assert record.ending.effects == ["rollback", "thread", "next", "event", "delete"]
+    assert stack.store.get_thread(thread_id).active_run_id == second["run_id"]  # type: ignore[union-attr]
+
+    # WHEN the reviewer approves and the notifier creates the resuming run on the held thread
+    [url] = LINK.findall(email["text"])
+    token = unquote(url.split("token=", 1)[1])
+    decided = stack.open(url.split("?")[0], data={"token": token, "decision": "approve"})
+    assert decided.status == 200, decided.body
+    stack.pump_approvals("resume")
+
+    # THEN the notifier finished the rolled-back run's ending: the thread's state is back to
+    # where that run started, the run is deleted, its run-ended event put
+    assert stack.store.get_run(thread_id, second["run_id"]) is None
+    assert _messages(stack, thread_id) == before
+    assert stack.deliver_webhooks() == 1
+    [webhook] = _webhooks_for(receiver, second["run_id"])
+    assert webhook["status"] == "interrupted"
+
+    # WHEN everyone else meets the ending too
+    _everyone_else_meets_the_ending(stack, held)
+    # THEN still one webhook
+    assert len(_webhooks_for(receiver, second["run_id"])) == 1
