@@ -10,6 +10,8 @@ import json
 import re
 from typing import Any
 
+import pytest
+
 from tests.conftest import register_secret
 from tests.integration.approval_stack import ApprovalStack, approval_stack, link_path
 from tests.integration.conftest import KEY_B
@@ -287,6 +289,26 @@ def test_deleting_the_thread_stops_the_waiting_execution(approval_stack: Approva
     page = stack.open(url, accept="application/json")
     assert page.status == 409
     assert page.json()["approval"]["status"] == "cancelled"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ThreadService.state (GET /threads/{id}/state) calls stop_thread_approvals: reading "
+    "the state cancels the thread's pending approvals (docs/approvals.md: only deleting the "
+    "thread or an API resume withdraw one)",
+)
+def test_reading_the_thread_state_leaves_its_approval_pending(
+    approval_stack: ApprovalStack,
+) -> None:
+    stack = approval_stack
+    # GIVEN a refund waiting for approval
+    thread_id, approval = _ask_for_refund(stack)
+    # WHEN a client reads the thread's state (as a UI showing the interrupt would)
+    assert stack.api("GET", f"/threads/{thread_id}/state").status == 200
+    # THEN the approval still waits for its reviewer
+    record = stack.api("GET", f"/threads/{thread_id}/approvals").body[0]
+    assert record["approval_id"] == approval["approval_id"]
+    assert record["status"] == "pending"
 
 
 def test_settled_before_the_token_arrives_sends_no_email(approval_stack: ApprovalStack) -> None:
