@@ -74,10 +74,10 @@ class Access:
 #   run whose ending is unfinished (its worker died before releasing the thread) that is
 #   ``finish_stale_holder``, which starts that run's approval and puts its event, or, for a
 #   run cancelled with the rollback strategy, restores the thread's checkpoints and deletes
-#   the run record. Tested in the same file. (It never cancels: ``enqueue`` only. It never
-#   deletes a thread's whole history: the thread it resumes holds the approved run's
-#   checkpoints, so a rollback there stops at them. Not granted, as no test records it yet:
-#   ``s3:GetObject`` for a rolled-back run whose checkpoints spilled into the bucket.)
+#   the run record. Tested in the same file. (It never cancels: ``enqueue`` only. Its
+#   rollbacks never delete a thread's whole history, since the thread it resumes holds the
+#   approved run's checkpoints: it lists and deletes no payload objects, and reads those of
+#   a rolled-back run whose checkpoints spilled into the bucket.)
 # - WebhookSender: never (it reads run records; no ``RunService``).
 
 # The checkpoint saver (functions/checkpoint) in every function: reads by Query, writes by
@@ -177,9 +177,9 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     # approval's execution completed, and the resuming run (a run record and the thread in
     # one transaction, its first step message on any priority), and the unfinished ending of
     # a run holding the thread it resumes (see above: the thread's release, that run's
-    # approval record and execution, its run-ended event; a rollback's checkpoints read and
-    # the restored one written, the rolled-back run's record deleted). Receiving is the event
-    # source's (infra/constructs/approvals.py).
+    # approval record and execution, its run-ended event; a rollback's checkpoints read (large
+    # values from the bucket) and the restored one written, the rolled-back run's record
+    # deleted). Receiving is the event source's (infra/constructs/approvals.py).
     APPROVAL_NOTIFIER_FUNCTION.logical_id: (
         Access(
             Target.RUNTIME_TABLE,
@@ -192,6 +192,8 @@ GRANTS: dict[str, tuple[Access, ...]] = {
             ),
         ),
         Access(Target.CHECKPOINT_TABLE, ("dynamodb:Query", "dynamodb:PutItem")),
+        # A restored checkpoint points at the objects it had: it writes none.
+        Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject",)),
         _SEND_STEPS,
         _DECIDE_APPROVAL,
         _READ_SIGNING_KEY,

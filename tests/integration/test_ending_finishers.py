@@ -12,18 +12,24 @@ These are the paths on which the API and the notifier call ``states:StartExecuti
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+from typing_extensions import TypedDict
 
 from functions import aws
 from functions.checkpointer import make_checkpointer
 from functions.executor import thread_config
 from functions.graph_loader import load_graph
+from graphs import registry
 from tests.integration.approval_stack import ApprovalStack, enable_execution
 from tests.integration.test_approvals import LINK
+from tests.integration.test_payload_bucket import LARGE
 from tests.integration.test_run_endings import FailAws
 from tests.integration.test_webhooks import WebhookStack
 from tests.integration.webhook_receiver import Receiver, webhook_receiver
@@ -44,7 +50,8 @@ def estack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Endi
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("MOTO_PORT", moto_endpoint.rsplit(":", 1)[1])
     enable_execution(moto_endpoint)
-    stack = EndingStack(moto_endpoint)
+    # As deployed: with a payload bucket (large checkpoint values spill into it).
+    stack = EndingStack(moto_endpoint, payload_bucket=f"payloads-{uuid.uuid4().hex[:10]}")
     try:
         yield stack
     finally:
@@ -120,12 +127,6 @@ def _emails_for(stack: EndingStack, approval_id: str) -> list[dict[str, Any]]:
 
 def _webhooks_for(receiver: Receiver, run_id: str) -> list[dict[str, Any]]:
     return [r.payload for r in receiver.received if r.payload.get("run_id") == run_id]
-
-
-def _messages(stack: EndingStack, thread_id: str) -> list[str]:
-    """The thread's messages, read from its checkpoints."""
-    graph = load_graph("support", stack.settings)
-    return [str(m.content) for m in graph.get_state(thread_config(thread_id)).values["messages"]]
 
 
 def _everyone_else_meets_the_ending(stack: EndingStack, held: tuple[str, dict[str, Any]]) -> None:
@@ -235,25 +236,83 @@ def test_the_notifier_finishes_an_approval_ending_a_crashed_worker_left(
     assert _approval_of(stack, thread_id, first["run_id"])["status"] == "approved"
 
 
+class _DocState(TypedDict, total=False):
+    request: str
+    decision: Any
+    document: str
+    summary: str
+
+
+def _publishing(checkpointer: Any, model: Any) -> Any:
+    """A graph that asks for approval (``request`` "ask"), or fetches a document too large for
+    a checkpoint item and summarizes it in a second step (any other request)."""
+
+    def ask(state: _DocState) -> _DocState:
+        decision = interrupt({"type": "approval", "summary": "Publish the document"})
+        return {"decision": decision}
+
+    def fetch(state: _DocState) -> _DocState:
+        return {"document": LARGE}
+
+    def summarize(state: _DocState) -> _DocState:
+        return {"summary": f"{len(state.get('document', ''))} characters"}
+
+    builder = StateGraph(_DocState)
+    builder.add_node("ask", ask)
+    builder.add_node("fetch", fetch)
+    builder.add_node("summarize", summarize)
+    builder.add_conditional_edges(
+        START, lambda state: "ask" if state.get("request") == "ask" else "fetch", ["ask", "fetch"]
+    )
+    builder.add_edge("ask", END)
+    builder.add_edge("fetch", "summarize")
+    builder.add_edge("summarize", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+def _values(stack: EndingStack, assistant: str, thread_id: str) -> dict[str, Any]:
+    """The thread's values as its checkpoints hold them (messages as their text)."""
+    values = dict(load_graph(assistant, stack.settings).get_state(thread_config(thread_id)).values)
+    if "messages" in values:
+        values["messages"] = [str(m.content) for m in values["messages"]]
+    return values
+
+
+@pytest.mark.parametrize(
+    ("assistant", "asks", "then"),
+    [
+        pytest.param("support", REFUND, BILLING, id="checkpoints-in-the-table"),
+        # The rolled-back run's checkpoints spilled into the payload bucket: reading them
+        # back reads its objects.
+        pytest.param("publishing", {"request": "ask"}, {"request": "fetch"}, id="spilled"),
+    ],
+)
 def test_the_notifier_finishes_a_rollback_ending_left_unfinished(
-    estack: EndingStack, receiver: Receiver
+    estack: EndingStack,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    assistant: str,
+    asks: dict[str, Any],
+    then: dict[str, Any],
 ) -> None:
     stack = estack
+    monkeypatch.setitem(registry.GRAPHS, "publishing", _publishing)
     # GIVEN a thread that stopped for approval, its reviewer emailed
     thread_id = stack.create_thread()
-    first = stack.start_run(thread_id, input=REFUND)
+    first = stack.start_run(thread_id, assistant_id=assistant, input=asks)
     stack.pump()
     first_approval = _approval_of(stack, thread_id, first["run_id"])
     stack.pump_approvals("request")
     [email] = _emails_for(stack, first_approval["approval_id"])
     # (read past the API: GET /threads/{id}/state would cancel the pending approval)
-    before = _messages(stack, thread_id)
+    before = _values(stack, assistant, thread_id)
     # AND a later run on the thread, between two steps (its next step message waits)
-    second = stack.start_run(thread_id, input=BILLING, webhook=receiver.url)
+    second = stack.start_run(thread_id, assistant_id=assistant, input=then, webhook=receiver.url)
     priority, message = stack.receive(1)[0]
     stack.deliver(priority, [message])
     [held] = stack.receive(10)
     assert stack.store.get_run(thread_id, second["run_id"]).active  # type: ignore[union-attr]
+    assert _values(stack, assistant, thread_id) != before
     # AND a run created with the rollback strategy, whose process died in the rollback (the
     # checkpoint write failed): the second run is ended, its ending not begun, the thread held
     injector = FailAws()
@@ -263,7 +322,7 @@ def test_the_notifier_finishes_a_rollback_ending_left_unfinished(
         reply = stack.api(
             "POST",
             f"/threads/{thread_id}/runs",
-            {"assistant_id": "support", "input": BILLING, "multitask_strategy": "rollback"},
+            {"assistant_id": assistant, "input": then, "multitask_strategy": "rollback"},
         )
     finally:
         injector.detach()
@@ -284,7 +343,7 @@ def test_the_notifier_finishes_a_rollback_ending_left_unfinished(
     # THEN the notifier finished the rolled-back run's ending: the thread's state is back to
     # where that run started, the run is deleted, its run-ended event put
     assert stack.store.get_run(thread_id, second["run_id"]) is None
-    assert _messages(stack, thread_id) == before
+    assert _values(stack, assistant, thread_id) == before
     assert stack.deliver_webhooks() == 1
     [webhook] = _webhooks_for(receiver, second["run_id"])
     assert webhook["status"] == "interrupted"
