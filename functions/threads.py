@@ -167,9 +167,6 @@ class ThreadService:
         self, tenant: str, thread_id: str, checkpoint_id: str | None = None
     ) -> dict[str, Any]:
         thread = self.get(tenant, thread_id)
-        from functions.approvals.service import stop_thread_approvals
-
-        stop_thread_approvals(self.settings, thread_id)
         graph = self._graph(thread)
         if checkpoint_id:
             require_checkpoint(graph, thread_id, checkpoint_id)

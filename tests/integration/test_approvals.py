@@ -10,8 +10,6 @@ import json
 import re
 from typing import Any
 
-import pytest
-
 from tests.conftest import register_secret
 from tests.integration.approval_stack import ApprovalStack, approval_stack, link_path
 from tests.integration.conftest import KEY_B
@@ -291,12 +289,6 @@ def test_deleting_the_thread_stops_the_waiting_execution(approval_stack: Approva
     assert page.json()["approval"]["status"] == "cancelled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ThreadService.state (GET /threads/{id}/state) calls stop_thread_approvals: reading "
-    "the state cancels the thread's pending approvals (docs/approvals.md: only deleting the "
-    "thread or an API resume withdraw one)",
-)
 def test_reading_the_thread_state_leaves_its_approval_pending(
     approval_stack: ApprovalStack,
 ) -> None:
