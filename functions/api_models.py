@@ -57,12 +57,14 @@ class CheckpointRef(_Body):
 
 
 class Budget(BaseModel):
-    """Limits a run stops at, at the next step boundary (docs/models.md). Only ``max_steps``
-    is enforced so far: token and cost limits need the model accounting, and a limit that
-    is accepted but not enforced would be worse than a 422."""
+    """Limits a run stops at, at the next step boundary (docs/models.md, "Budgets"); a
+    limit left out falls back to the deployment's default."""
 
     model_config = ConfigDict(extra="forbid")
-    max_steps: int = Field(gt=0, le=100_000)
+    max_steps: int | None = Field(default=None, gt=0, le=100_000)
+    # Model tokens, input + output, over all the run's model calls.
+    max_tokens: int | None = Field(default=None, gt=0, le=10**12)
+    max_cost_usd: float | None = Field(default=None, gt=0, le=10**9, allow_inf_nan=False)
 
 
 class RunCreate(_Body):
@@ -77,7 +79,7 @@ class RunCreate(_Body):
     interrupt_before: Any = None
     interrupt_after: Any = None
     webhook: str | None = None
-    # Extension: limits the run stops at (``max_steps``).
+    # Extension: limits the run stops at (``max_steps``, ``max_tokens``, ``max_cost_usd``).
     budget: Budget | None = None
     multitask_strategy: MultitaskStrategy = "enqueue"
     if_not_exists: Literal["create", "reject"] = "reject"
@@ -118,7 +120,7 @@ class RunCreate(_Body):
             "after_seconds": self.after_seconds or 0,
         }
         if self.budget is not None:
-            kwargs["budget"] = self.budget.model_dump()
+            kwargs["budget"] = self.budget.model_dump(exclude_none=True)
         if self.stream_mode:
             kwargs["stream"] = {"modes": self.stream_mode, "subgraphs": self.stream_subgraphs}
         return kwargs

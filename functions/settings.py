@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     # Deployment-wide budget: the most supersteps a run may take (0 = no limit beyond the
     # recursion limit); a run's ``budget.max_steps`` replaces it.
     budget_max_steps: int = Field(default=0, ge=0)
+    # The same for model tokens (input + output) and cost in USD (0 = no limit); a run's
+    # ``budget.max_tokens`` / ``budget.max_cost_usd`` replace them (docs/models.md).
+    budget_max_tokens: int = Field(default=0, ge=0)
+    budget_max_cost_usd: float = Field(default=0.0, ge=0)
+    # Model prices (JSON, USD per million tokens) added to or replacing the built-in table
+    # (functions/models/prices.py); checked when settings are read.
+    model_prices: str = ""
     # The step queues' visibility timeout: a message a dead worker held comes back after it.
     visibility_timeout_s: float = Field(default=STEP_TIMINGS.visibility_timeout_s, gt=0)
     # After a step is done, how long the next step may wait unclaimed before housekeeping
@@ -118,6 +125,14 @@ class Settings(BaseSettings):
 
             parse_spec(value)
         return value.strip()
+
+    @field_validator("model_prices")
+    @classmethod
+    def _price_table(cls, value: str) -> str:
+        from functions.models.prices import parse_prices
+
+        parse_prices(value)
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -38,6 +38,8 @@ from functions.errors import InfrastructureError, NotFoundError
 from functions.executor import StepResult, run_superstep, thread_config
 from functions.graph_loader import load_graph
 from functions.models.context import StepContext, step_context
+from functions.models.prices import price_table
+from functions.models.usage import Limits, RunUsage, UsageMeter, emit_step_metrics, exceeded
 from functions.queues import StepMessage
 from functions.release_metrics import count_for_version
 from functions.resources import METRIC_STEP_FAILURES
@@ -180,14 +182,17 @@ class StepWorker:
         if not claim.claimed:
             return self._not_claimed(message, claim.run, delivery)
         assert claim.run is not None
+        meter = UsageMeter()
         try:
-            return self._claimed(message, claim, token, delivery)
+            return self._claimed(message, claim, token, delivery, meter)
         except Exception as exc:
             # The step failed outside the graph's nodes (AWS, an unreadable checkpoint, a
             # failing rollback): retried, as many times as the run allows.
             metrics.add_metric(name=METRIC_STEP_FAILURES, unit=MetricUnit.Count, value=1)
             count_for_version(METRIC_STEP_FAILURES, delivery.version)
             run = claim.run
+            # The failed attempt's model calls were paid for: they count.
+            self._account(run, message, meter)
             if claim.attempt >= self.settings.max_step_attempts:
                 logger.error("step failed on its last attempt; the run ends", exc_info=exc)
                 if self._give_up(run, message, token, claim.attempt, _describe(exc)):
@@ -224,7 +229,14 @@ class StepWorker:
 
     # --- ours ----------------------------------------------------------------------------
 
-    def _claimed(self, message: StepMessage, claim: Claim, token: str, delivery: Delivery) -> str:
+    def _claimed(
+        self,
+        message: StepMessage,
+        claim: Claim,
+        token: str,
+        delivery: Delivery,
+        meter: UsageMeter,
+    ) -> str:
         run = claim.run
         assert run is not None
         if run.cancel:
@@ -245,6 +257,11 @@ class StepWorker:
         if max_steps and message.step > max_steps:
             self._end_error(run, token, "BudgetExceeded", budget_steps_message(max_steps))
             return "error"
+        # Failed attempts at this step may have spent the budget already.
+        over = exceeded(run.usage, _limits(run, self.settings), f"before step {message.step}")
+        if over:
+            self._end_error(run, token, "BudgetExceeded", over)
+            return "error"
         try:
             graph = load_graph(run.assistant_id, self.settings)
         except NotFoundError as exc:
@@ -261,6 +278,8 @@ class StepWorker:
                 finish_done_step(self.settings, run, message.step, claim.attempt, done.values)
             else:
                 graph_input, config = self._input_and_config(run, message)
+                # LangChain hands the config's callbacks to every model a node calls.
+                config["callbacks"] = [meter]
                 if done == RESUME:
                     # The crashed attempt applied the input and got partway through the
                     # first step: go on from its checkpoint, without applying it again.
@@ -290,6 +309,7 @@ class StepWorker:
                 except Exception as exc:
                     # A node raised: the run ends in error, with the message kept for the client.
                     logger.warning("node raised; run ends in error", exc_info=exc)
+                    self._account(run, message, meter)
                     self._end_error(run, token, type(exc).__name__, str(exc))
                     return "error"
         metrics.add_metric(name="Steps", unit=MetricUnit.Count, value=1)
@@ -298,13 +318,34 @@ class StepWorker:
             unit=MetricUnit.Milliseconds,
             value=(time.perf_counter() - started) * 1000,
         )
+        self._account(run, message, meter)
         return self._decide(graph, run, message, result, token)
+
+    def _account(self, run: RunRecord, message: StepMessage, meter: UsageMeter) -> None:
+        """Add the step's model usage to the run (written with the step's own record)."""
+        step_usage = meter.take()
+        if not step_usage:
+            return
+        prices = price_table(self.settings.model_prices)
+        totals = RunUsage.from_json(run.usage).plus_step(message.step, step_usage, prices)
+        run.usage = totals.to_json(prices)
+        emit_step_metrics(step_usage, prices)
+        logger.info(
+            "model usage",
+            extra={
+                "step_usage": {name: vars(u) for name, u in step_usage.items()},
+                "run_total_tokens": run.usage["total_tokens"],
+                "run_cost_usd": run.usage["cost_usd"],
+            },
+        )
 
     def _release(self, run: RunRecord, token: str, exc: BaseException) -> None:
         """Let the redelivered message claim the step again without waiting for the lease."""
         logger.warning("step failed; the message will be retried", exc_info=exc)
         try:
-            self.store.release_claim(run.thread_id, run.run_id, token, _describe(exc))
+            self.store.release_claim(
+                run.thread_id, run.run_id, token, _describe(exc), usage=run.usage
+            )
         except INFRASTRUCTURE_ERRORS:
             # AWS is still failing: the lease expires by itself before SQS redelivers.
             logger.warning("could not release the claim; it expires with its lease")
@@ -412,6 +453,12 @@ class StepWorker:
         self, graph: Any, run: RunRecord, message: StepMessage, result: StepResult, token: str
     ) -> str:
         if result.outcome == "continue":
+            # A budget stops the run at the step boundary: this step's checkpoint stays, the
+            # next step is not run (a run that just finished keeps its outcome).
+            over = exceeded(run.usage, _limits(run, self.settings), f"after step {message.step}")
+            if over:
+                self._end_error(run, token, "BudgetExceeded", over)
+                return "error"
             recorded, current = self.store.complete_step(
                 run.thread_id,
                 run.run_id,
@@ -421,6 +468,7 @@ class StepWorker:
                 start_checkpoint_id=result.start_checkpoint_id,
                 first_step=message.step == 1,
                 deadline=clock.now() + self.settings.resend_after_s,
+                usage=run.usage,
             )
             if not recorded or current is None:
                 return self._lost(graph, run, current)
@@ -510,6 +558,21 @@ def _max_steps(run: RunRecord, settings: Settings) -> int:
     budget = run.kwargs.get("budget") or {}
     value = budget.get("max_steps")
     return int(value) if isinstance(value, int) and value > 0 else settings.budget_max_steps
+
+
+def _limits(run: RunRecord, settings: Settings) -> Limits:
+    """The run's token and cost limits: its own ``budget``, else the deployment's."""
+    budget = run.kwargs.get("budget") or {}
+    tokens = budget.get("max_tokens")
+    cost = budget.get("max_cost_usd")
+    return Limits(
+        max_tokens=int(tokens)
+        if isinstance(tokens, int) and tokens > 0
+        else settings.budget_max_tokens,
+        max_cost_usd=float(cost)
+        if isinstance(cost, int | float) and cost > 0
+        else settings.budget_max_cost_usd,
+    )
 
 
 def budget_steps_message(max_steps: int) -> str:

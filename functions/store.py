@@ -229,6 +229,8 @@ class RunRecord:
     resends: int = 0
     last_error: str | None = None
     ending: Ending | None = None
+    # Model tokens and cost so far (functions/models/usage.py, ``RunUsage.to_json``); {} = none.
+    usage: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> RunRecord:
@@ -262,6 +264,7 @@ class RunRecord:
             resends=_int(item.get("resends")),
             last_error=item.get("last_error"),
             ending=Ending.from_json(ending) if ending else None,
+            usage=loads(item.get("usage"), {}),
         )
 
     @property
@@ -286,6 +289,8 @@ class RunRecord:
             "kwargs": self.kwargs,
             "priority": self.priority,
             "error": self.error,
+            # Extension: the run's model tokens and cost (docs/models.md, "Accounting").
+            "usage": self.usage or None,
         }
 
 
@@ -328,6 +333,13 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
         except (TypeError, ValueError):
             return item
     return item
+
+
+def _claimant_usage(run: RunRecord, token: str | None) -> dict[str, Any] | None:
+    """The usage an ending writes: the run's, when the worker owning its step ends it. An
+    ending without the claim (a cancel, housekeeping) leaves the stored usage as it is: the
+    record it holds may predate the last step's usage."""
+    return run.usage if token is not None and run.usage else None
 
 
 class TransactionCancelled(Exception):
@@ -387,7 +399,14 @@ class Store:
     @staticmethod
     def _names(expr: str, condition: str, names: dict[str, str]) -> dict[str, str]:
         text = expr + " " + condition
-        wanted = {"#st": "status", "#ttl": "ttl", "#v": "values", "#err": "error", **names}
+        wanted = {
+            "#st": "status",
+            "#ttl": "ttl",
+            "#v": "values",
+            "#err": "error",
+            "#usage": "usage",
+            **names,
+        }
         return {k: v for k, v in wanted.items() if k in text}
 
     def _call(self, fn: Any, **kwargs: Any) -> Any:
@@ -904,6 +923,7 @@ class Store:
         start_checkpoint_id: str | None,
         first_step: bool,
         deadline: float,
+        usage: dict[str, Any] | None = None,
     ) -> tuple[bool, RunRecord | None]:
         """Record a finished (non-final) step: ``(True, record)``, the record showing a
         pending cancel; ``(False, record as it is or None)`` when the claim is not ours.
@@ -935,6 +955,9 @@ class Store:
         if first_step:
             sets.append("started = :t")
             values[":t"] = True
+        if usage:
+            sets.append("#usage = :usage")
+            values[":usage"] = dumps(usage)
         done, attributes = self._update(
             _run_key(thread_id, run_id),
             sets,
@@ -944,13 +967,26 @@ class Store:
         )
         return done, RunRecord.from_item(attributes) if attributes else None
 
-    def release_claim(self, thread_id: str, run_id: str, token: str, error: str) -> None:
+    def release_claim(
+        self,
+        thread_id: str,
+        run_id: str,
+        token: str,
+        error: str,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
         """Give up our claim (the step failed and will be retried), noting why: the next
-        delivery can claim the step at once."""
+        delivery can claim the step at once. ``usage``: the run's model usage including what
+        the failed attempt spent (its tokens were paid for)."""
+        sets = ["last_error = :e", "updated_at = :u"]
+        values: dict[str, Any] = {":e": error[:2000], ":u": now_iso(), ":tok": token}
+        if usage:
+            sets.append("#usage = :usage")
+            values[":usage"] = dumps(usage)
         self._update(
             _run_key(thread_id, run_id),
-            ["last_error = :e", "updated_at = :u"],
-            {":e": error[:2000], ":u": now_iso(), ":tok": token, **_ACTIVE_VALUES},
+            sets,
+            {**values, **_ACTIVE_VALUES},
             condition=f"{_ACTIVE} AND claim_token = :tok",
             remove=("claim_token",),
             returns="NONE",
@@ -1039,6 +1075,7 @@ class Store:
         values: Any,
         cancel: str | None,
         recheck_at: float,
+        usage: dict[str, Any] | None = None,
     ) -> tuple[list[str], dict[str, Any]]:
         sets = [
             "#st = :s",
@@ -1066,6 +1103,9 @@ class Store:
         if cancel is not None:
             sets.append("cancel = :cancel")
             vals[":cancel"] = cancel
+        if usage:
+            sets.append("#usage = :usage")
+            vals[":usage"] = dumps(usage)
         return sets, vals
 
     def record_ending(
@@ -1091,7 +1131,14 @@ class Store:
         if it is still not done.
         """
         sets, vals = self._ending_update(
-            run, status, ending, error=error, values=values, cancel=cancel, recheck_at=recheck_at
+            run,
+            status,
+            ending,
+            error=error,
+            values=values,
+            cancel=cancel,
+            recheck_at=recheck_at,
+            usage=_claimant_usage(run, token),
         )
         vals.update(_ACTIVE_VALUES)
         vals[":f"] = False
@@ -1140,6 +1187,7 @@ class Store:
             values=values,
             cancel=None,
             recheck_at=recheck_at if recheck_at is not None else now,
+            usage=_claimant_usage(run, token),
         )
         if remaining is None:
             sets = [x for x in sets if not x.startswith(("ending", "lease_until", "gsi1"))]

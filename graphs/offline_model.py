@@ -62,6 +62,15 @@ def _system_text(messages: Sequence[BaseMessage]) -> str:
 class OfflineChatModel(BaseChatModel):
     """Keyword-routing chat model; no network, no randomness."""
 
+    # The name usage is counted and priced under (functions/models/prices.py: ``offline``).
+    model_name: str = "offline"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "fake"
+        params["ls_model_name"] = self.model_name
+        return params
+
     @property
     def _llm_type(self) -> str:
         return "lambdagraph-offline"
@@ -74,7 +83,11 @@ class OfflineChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         reply = _reply(messages)
-        message = AIMessage(content=reply, usage_metadata=_usage(messages, reply))
+        message = AIMessage(
+            content=reply,
+            usage_metadata=_usage(messages, reply),
+            response_metadata={"model_name": self.model_name},
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
@@ -94,6 +107,7 @@ class OfflineChatModel(BaseChatModel):
                 message=AIMessageChunk(
                     content=token,
                     usage_metadata=_usage(messages, reply) if last else None,
+                    response_metadata={"model_name": self.model_name} if last else {},
                     chunk_position="last" if last else None,
                 )
             )

@@ -43,7 +43,7 @@ def _bedrock(model: str) -> BaseChatModel:
 def _fake(model: str) -> BaseChatModel:
     from graphs.offline_model import OfflineChatModel
 
-    return OfflineChatModel()
+    return OfflineChatModel(model_name=model)
 
 
 PROVIDERS: dict[str, Callable[[str], BaseChatModel]] = {

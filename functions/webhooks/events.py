@@ -43,6 +43,8 @@ def run_ended_detail(run: RunRecord, ending: Ending, ended_at: str) -> dict[str,
         "interrupts": ending.interrupts,
         "run_started_at": run.created_at,
         "run_ended_at": ended_at,
+        # Model tokens and cost (docs/models.md); top level so rules can match on them.
+        "usage": run.usage or None,
     }
     if values is not None and len(dumps(values)) > MAX_VALUES_IN_EVENT:
         detail["values"] = None

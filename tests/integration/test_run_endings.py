@@ -802,12 +802,18 @@ def test_a_budget_of_steps_stops_the_run_and_leaves_the_thread_usable(
 
 @pytest.mark.parametrize(
     "budget",
-    [{"max_steps": 0}, {"max_steps": "many"}, {"max_tokens": 2000}, {"max_steps": 3, "x": 1}],
+    [
+        {"max_steps": 0},
+        {"max_steps": "many"},
+        {"max_tokens": -5},
+        {"max_tokens": 1.5},
+        {"max_cost_usd": 0},
+        {"max_cost_usd": "lots"},
+        {"max_steps": 3, "x": 1},
+    ],
 )
-def test_a_budget_that_cannot_be_enforced_is_refused_with_422(
-    stack: Stack, budget: dict[str, Any]
-) -> None:
-    # GIVEN a thread WHEN a run asks for a budget that is invalid or not enforced (tokens)
+def test_an_invalid_budget_is_refused_with_422(stack: Stack, budget: dict[str, Any]) -> None:
+    # GIVEN a thread WHEN a run asks for a budget that is invalid (or names an unknown limit)
     thread_id = stack.create_thread()
     reply = stack.api(
         "POST", f"/threads/{thread_id}/runs", {"assistant_id": "support", "budget": budget}
