@@ -45,6 +45,10 @@ def config_from_context(app: App, asset_dir: Path) -> StackConfig:
         approval_sender=str(ctx("approvalSender", "approvals@example.com")),
         reviewers=str(ctx("reviewers", "")),
         public_base_url=str(ctx("publicBaseUrl", "")).rstrip("/"),
+        budget_max_steps=int(ctx("budgetMaxSteps", 0)),
+        budget_max_tokens=int(ctx("budgetMaxTokens", 0)),
+        budget_max_cost_usd=float(ctx("budgetMaxCostUsd", 0)),
+        model_prices=str(ctx("modelPrices", "")),
     )
 
 

@@ -57,6 +57,19 @@ class StackConfig:
     approval_sender: str = "approvals@example.com"
     reviewers: str = ""
     public_base_url: str = ""
+    # Deployment-wide run budgets (0 = none) and model prices added to the built-in table
+    # (JSON, USD per million tokens): docs/models.md.
+    budget_max_steps: int = 0
+    budget_max_tokens: int = 0
+    budget_max_cost_usd: float = 0.0
+    model_prices: str = ""
+
+    def __post_init__(self) -> None:
+        from functions.models.prices import parse_prices
+
+        if min(self.budget_max_steps, self.budget_max_tokens, self.budget_max_cost_usd) < 0:
+            raise ValueError("budgets must be >= 0 (0 = no limit)")
+        parse_prices(self.model_prices)  # a malformed table fails the synth, not a run
 
 
 class LambdaGraphStack(Stack):
@@ -149,6 +162,10 @@ class LambdaGraphStack(Stack):
             "LAMBDAGRAPH_VISIBILITY_TIMEOUT_S": str(STEP_TIMINGS.visibility_timeout_s),
             **self.approvals.environment(),
             "LAMBDAGRAPH_REVIEWERS": config.reviewers,
+            "LAMBDAGRAPH_BUDGET_MAX_STEPS": str(config.budget_max_steps),
+            "LAMBDAGRAPH_BUDGET_MAX_TOKENS": str(config.budget_max_tokens),
+            "LAMBDAGRAPH_BUDGET_MAX_COST_USD": f"{config.budget_max_cost_usd:g}",
+            "LAMBDAGRAPH_MODEL_PRICES": config.model_prices,
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": config.log_level,

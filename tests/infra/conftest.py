@@ -26,6 +26,8 @@ CONTEXT: dict[str, Any] = {
     "alarmEmail": ALARM_EMAIL,
     "stackName": "LambdaGraphTest",
     "corsOrigins": ",".join(CORS_ORIGINS),
+    "budgetMaxTokens": 200_000,
+    "modelPrices": '{"house-model": {"input": 0.5, "output": 1.5}}',
 }
 
 
