@@ -21,7 +21,8 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m infra.local
 
-test: install
+# node_modules: the CDK CLI pinned in package.json, which a test runs against the template.
+test: install node_modules/.package-lock.json
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # IAM coverage (tests/aws_calls.py): rerun the suite recording every AWS call each function
