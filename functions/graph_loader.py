@@ -46,6 +46,7 @@ def load_graph(graph_id: str, settings: Settings) -> Any:
         settings.payload_bucket,
         settings.chat_model,
         settings.offline_model,
+        settings.model_limits,
     )
     if key not in _CACHE:
         _CACHE[key] = _compile(graph_id, settings)
@@ -53,12 +54,8 @@ def load_graph(graph_id: str, settings: Settings) -> Any:
 
 
 def _compile(graph_id: str, settings: Settings) -> Any:
+    # Provider SDKs are imported by the factory only when a model is made.
+    from functions.models.factory import platform_model
     from graphs.registry import get_factory
 
-    model = None
-    if settings.chat_model and not settings.offline_model:
-        # Provider SDKs are imported by the factory only when a model is made.
-        from functions.models.factory import chat_model
-
-        model = chat_model(settings.chat_model)
-    return get_factory(graph_id)(make_checkpointer(settings), model)
+    return get_factory(graph_id)(make_checkpointer(settings), platform_model(settings))

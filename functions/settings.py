@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     # Model prices (JSON, USD per million tokens) added to or replacing the built-in table
     # (functions/models/prices.py); checked when settings are read.
     model_prices: str = ""
+    # Shared rate limits and circuit breakers per model (JSON: {"model": {"rpm", "tpm",
+    # "burst", "fallback"}}, functions/models/limits.py); empty = calls are not gated.
+    model_limits: str = ""
+    # The share of each model's buckets kept for ``high`` runs (``low`` leave twice that).
+    rate_reserve_high: float = Field(default=0.2, ge=0, le=0.45)
+    # Consecutive failed calls that open a model's breaker, and how long it stays open.
+    breaker_failures: int = Field(default=5, gt=0)
+    breaker_cooldown_s: float = Field(default=60.0, gt=0)
+    # Times a step may be deferred for want of model capacity before its run ends ``error``.
+    max_deferrals: int = Field(default=200, gt=0)
     # The step queues' visibility timeout: a message a dead worker held comes back after it.
     visibility_timeout_s: float = Field(default=STEP_TIMINGS.visibility_timeout_s, gt=0)
     # After a step is done, how long the next step may wait unclaimed before housekeeping
@@ -125,6 +135,14 @@ class Settings(BaseSettings):
 
             parse_spec(value)
         return value.strip()
+
+    @field_validator("model_limits")
+    @classmethod
+    def _limits_table(cls, value: str) -> str:
+        from functions.models.limits import parse_limits
+
+        parse_limits(value)
+        return value
 
     @field_validator("model_prices")
     @classmethod

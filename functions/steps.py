@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import math
 import threading
 import time
 import uuid
@@ -38,9 +39,10 @@ from functions.errors import InfrastructureError, NotFoundError
 from functions.executor import StepResult, run_superstep, thread_config
 from functions.graph_loader import load_graph
 from functions.models.context import StepContext, step_context
+from functions.models.limits import RateLimited
 from functions.models.prices import price_table
 from functions.models.usage import Limits, RunUsage, UsageMeter, emit_step_metrics, exceeded
-from functions.queues import StepMessage
+from functions.queues import MAX_DELAY_S, StepMessage
 from functions.release_metrics import count_for_version
 from functions.resources import METRIC_STEP_FAILURES
 from functions.runs import RunService
@@ -306,6 +308,10 @@ class StepWorker:
                             publisher.close()
                 except INFRASTRUCTURE_ERRORS:
                     raise
+                except RateLimited as exc:
+                    # A model had no capacity: the step is tried again later, not failed.
+                    self._account(run, message, meter)
+                    return self._defer(run, message, token, exc)
                 except Exception as exc:
                     # A node raised: the run ends in error, with the message kept for the client.
                     logger.warning("node raised; run ends in error", exc_info=exc)
@@ -338,6 +344,36 @@ class StepWorker:
                 "run_cost_usd": run.usage["cost_usd"],
             },
         )
+
+    def _defer(self, run: RunRecord, message: StepMessage, token: str, exc: RateLimited) -> str:
+        """Re-queue the step for when the model should have capacity (no function sleeps)."""
+        if run.deferrals >= self.settings.max_deferrals:
+            error = (
+                f"Step {message.step} of run {run.run_id} was deferred {run.deferrals:,} times "
+                f"for want of model capacity (limit {self.settings.max_deferrals:,}); last: {exc}"
+            )
+            self._end_error(run, token, "ModelUnavailable", error)
+            return "error"
+        delay = min(MAX_DELAY_S, math.ceil(exc.retry_after_s))
+        if not self.store.defer_step(
+            run.thread_id,
+            run.run_id,
+            token,
+            reason=str(exc),
+            resend_at=clock.now() + delay + self.settings.resend_after_s,
+            usage=run.usage,
+        ):
+            return "lost"
+        # After the claim is given up: a crash in between leaves the message to come back.
+        self.runs.queues.send(
+            StepMessage(
+                run.run_id, run.thread_id, message.step, message.priority, message.checkpoint_id
+            ),
+            delay_s=delay,
+        )
+        logger.info("step deferred", extra={"delay_s": delay, "reason": str(exc)})
+        metrics.add_metric(name="StepsDeferred", unit=MetricUnit.Count, value=1)
+        return "deferred"
 
     def _release(self, run: RunRecord, token: str, exc: BaseException) -> None:
         """Let the redelivered message claim the step again without waiting for the lease."""

@@ -227,6 +227,8 @@ class RunRecord:
     # Housekeeping's re-sends of the next step nobody claimed yet (not attempts: the step
     # never ran); reset when a step is done.
     resends: int = 0
+    # Steps re-queued for want of model capacity (rate limits, an open breaker).
+    deferrals: int = 0
     last_error: str | None = None
     ending: Ending | None = None
     # Model tokens and cost so far (functions/models/usage.py, ``RunUsage.to_json``); {} = none.
@@ -262,6 +264,7 @@ class RunRecord:
             claims=_int(item.get("claims")),
             claims_base=_int(item.get("claims_base")),
             resends=_int(item.get("resends")),
+            deferrals=_int(item.get("deferrals")),
             last_error=item.get("last_error"),
             ending=Ending.from_json(ending) if ending else None,
             usage=loads(item.get("usage"), {}),
@@ -991,6 +994,44 @@ class Store:
             remove=("claim_token",),
             returns="NONE",
         )
+
+    def defer_step(
+        self,
+        thread_id: str,
+        run_id: str,
+        token: str,
+        *,
+        reason: str,
+        resend_at: float,
+        usage: dict[str, Any] | None = None,
+    ) -> bool:
+        """Give up our claim because a model had no capacity: the step is tried again later
+        and this attempt is not counted (``claims_base`` moves with ``claims``). Housekeeping
+        re-sends the step if no worker has claimed it by ``resend_at``. False if the claim
+        is no longer ours."""
+        sets = ["last_error = :e", "updated_at = :u", "lease_until = :l", "gsi1sk = :gs"]
+        values: dict[str, Any] = {
+            ":e": reason[:2000],
+            ":u": now_iso(),
+            ":l": _decimal(resend_at),
+            ":gs": _lease_sk(resend_at, run_id),
+            ":tok": token,
+            ":one": 1,
+            **_ACTIVE_VALUES,
+        }
+        if usage:
+            sets.append("#usage = :usage")
+            values[":usage"] = dumps(usage)
+        done, _ = self._update(
+            _run_key(thread_id, run_id),
+            sets,
+            values,
+            condition=f"{_ACTIVE} AND claim_token = :tok",
+            remove=("claim_token",),
+            add=("claims_base :one", "deferrals :one"),
+            returns="NONE",
+        )
+        return done
 
     def take_over(self, run: RunRecord, now: float, deadline: float) -> bool:
         """Housekeeping: free the claim of a step whose lease expired (its worker is dead),

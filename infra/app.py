@@ -49,6 +49,7 @@ def config_from_context(app: App, asset_dir: Path) -> StackConfig:
         budget_max_tokens=int(ctx("budgetMaxTokens", 0)),
         budget_max_cost_usd=float(ctx("budgetMaxCostUsd", 0)),
         model_prices=str(ctx("modelPrices", "")),
+        model_limits=str(ctx("modelLimits", "")),
     )
 
 

@@ -63,10 +63,14 @@ class StackConfig:
     budget_max_tokens: int = 0
     budget_max_cost_usd: float = 0.0
     model_prices: str = ""
+    # Shared rate limits / breaker per model (JSON, functions/models/limits.py).
+    model_limits: str = ""
 
     def __post_init__(self) -> None:
+        from functions.models.limits import parse_limits
         from functions.models.prices import parse_prices
 
+        parse_limits(self.model_limits)
         if min(self.budget_max_steps, self.budget_max_tokens, self.budget_max_cost_usd) < 0:
             raise ValueError("budgets must be >= 0 (0 = no limit)")
         parse_prices(self.model_prices)  # a malformed table fails the synth, not a run
@@ -166,6 +170,7 @@ class LambdaGraphStack(Stack):
             "LAMBDAGRAPH_BUDGET_MAX_TOKENS": str(config.budget_max_tokens),
             "LAMBDAGRAPH_BUDGET_MAX_COST_USD": f"{config.budget_max_cost_usd:g}",
             "LAMBDAGRAPH_MODEL_PRICES": config.model_prices,
+            "LAMBDAGRAPH_MODEL_LIMITS": config.model_limits,
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": config.log_level,

@@ -80,3 +80,40 @@ def chat_model(spec: str, **_: Any) -> BaseChatModel:
     not installed)."""
     provider, model = parse_spec(spec)
     return PROVIDERS[provider](model)
+
+
+def platform_model(settings: Any) -> BaseChatModel | None:
+    """The model the platform hands a graph (None: the graph's own offline model): the
+    configured one, behind the shared rate limits and breaker when limits are configured
+    (functions/models/managed.py)."""
+    from functions.models.limits import limits_table
+
+    spec = settings.chat_model if settings.chat_model and not settings.offline_model else ""
+    limits = limits_table(settings.model_limits)
+    if not limits:
+        return chat_model(spec) if spec else None
+    return managed(chat_model(spec or "fake:offline"), settings)
+
+
+def managed(model: BaseChatModel, settings: Any, *, depth: int = 0) -> BaseChatModel:
+    """``model`` behind its limits (as it is when none are listed for it)."""
+    from functions.models.limits import ModelGate, limit_for, limits_table
+    from functions.models.managed import ManagedChatModel
+
+    params = model._get_ls_params()
+    name = str(params.get("ls_model_name") or params.get("ls_provider") or "unknown")
+    limit = limit_for(name, limits_table(settings.model_limits))
+    if limit is None:
+        return model
+    fallback = None
+    if limit.fallback and depth < 2:
+        fallback = managed(chat_model(limit.fallback), settings, depth=depth + 1)
+    gate = ModelGate(
+        settings.runtime_table,
+        name,
+        limit,
+        reserve=settings.rate_reserve_high,
+        breaker_failures=settings.breaker_failures,
+        breaker_cooldown_s=settings.breaker_cooldown_s,
+    )
+    return ManagedChatModel(inner=model, gate=gate, fallback=fallback)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
@@ -101,9 +101,11 @@ class UsageMeter(BaseCallbackHandler):
                 if not usage:
                     continue
                 meta = getattr(message, "response_metadata", None) or {}
+                # The model that answered (a fallback's name, a dated variant), else the
+                # one asked.
                 model = (
-                    name
-                    or meta.get("model_name")
+                    meta.get("model_name")
+                    or name
                     or meta.get("model_id")
                     or meta.get("model")
                     or "unknown"
@@ -212,24 +214,20 @@ class RunUsage:
 
 
 def emit_step_metrics(step_usage: dict[str, ModelUsage], prices: dict[str, Price]) -> None:
-    """Tokens and cost of a step's model calls, by model (dimension ``model``)."""
+    """Tokens and cost of a step's model calls, by model (dimension ``model``): one EMF
+    record per model."""
     for model, usage in step_usage.items():
-        dimensions = {"service": SERVICE_NAME, "model": model}
-        figures: list[tuple[str, float]] = [
-            ("ModelCalls", usage.calls),
-            ("ModelInputTokens", usage.input_tokens),
-            ("ModelOutputTokens", usage.output_tokens),
-            ("ModelCostUSD", usage.cost(price_for(model, prices))),
-        ]
-        for name, value in figures:
-            with single_metric(
-                name=name,
-                unit=MetricUnit.Count,
-                value=value,
-                namespace=METRICS_NAMESPACE,
-                default_dimensions=dimensions,
-            ):
-                pass
+        record = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
+        record.add_dimension(name="model", value=model)
+        record.add_metric(name="ModelCalls", unit=MetricUnit.Count, value=usage.calls)
+        record.add_metric(name="ModelInputTokens", unit=MetricUnit.Count, value=usage.input_tokens)
+        record.add_metric(
+            name="ModelOutputTokens", unit=MetricUnit.Count, value=usage.output_tokens
+        )
+        record.add_metric(
+            name="ModelCostUSD", unit=MetricUnit.NoUnit, value=usage.cost(price_for(model, prices))
+        )
+        record.flush_metrics()
 
 
 # --- budgets ---------------------------------------------------------------------------

@@ -41,6 +41,8 @@ def test_budget_context_becomes_every_functions_settings(synth: Synth) -> None:
         ({"model_prices": "{not json"}, "not JSON"),
         ({"model_prices": '{"m": {"input": 1}}'}, "'input' and 'output'"),
         ({"budget_max_tokens": -1}, "budgets must be >= 0"),
+        ({"model_limits": '{"m": {"rpm": -1}}'}, "rpm must be a number"),
+        ({"model_limits": '{"m": {"fallback": "nope"}}'}, "not 'provider:model'"),
     ],
 )
 def test_a_malformed_budget_or_price_table_fails_the_synth(

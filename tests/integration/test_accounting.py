@@ -240,3 +240,19 @@ def test_usage_survives_a_message_that_has_none() -> None:
 
     Quiet().invoke("hi", {"callbacks": [meter]})
     assert meter.take() == {}
+
+
+def test_step_usage_is_emitted_as_metrics_by_model(capsys: pytest.CaptureFixture[str]) -> None:
+    from functions.models.usage import ModelUsage, emit_step_metrics
+
+    emit_step_metrics(
+        {"gpt-4o-mini": ModelUsage(calls=2, input_tokens=1000, output_tokens=500)},
+        price_table(),
+    )
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
+    assert line["model"] == "gpt-4o-mini"
+    assert ["model", "service"] in line["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    assert line["ModelCalls"] == [2.0]
+    assert line["ModelInputTokens"] == [1000.0]
+    assert line["ModelOutputTokens"] == [500.0]
+    assert line["ModelCostUSD"] == [pytest.approx((1000 * 0.15 + 500 * 0.60) / 1e6)]
