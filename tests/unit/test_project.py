@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,10 +78,15 @@ def _project(root: Path, graphs: dict[str, Any], code: str = "", **extra: Any) -
 
 @pytest.fixture
 def clean_registry() -> Iterator[None]:
-    """The registry as this test found it, whatever project the test registers."""
+    """The registry, environment and ``sys.path`` as this test found them, whatever project
+    the test registers (registering one sets its ``env`` and extends ``sys.path``)."""
     before = registry.current_project()
+    environ, path = dict(os.environ), list(sys.path)
     yield
     registry.use_project(before)
+    os.environ.clear()
+    os.environ.update(environ)
+    sys.path[:] = path
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
