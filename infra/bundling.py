@@ -40,7 +40,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from graphs.project import CONFIG_NAME, PROJECT_ENV, Project, find_project, read_project
+from graphs.project import (
+    CONFIG_NAME,
+    PROJECT_ENV,
+    Project,
+    ProjectConfigError,
+    find_project,
+    read_project,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / ".build"
@@ -259,6 +266,17 @@ def configured_project() -> Project | None:
     return read_project(path) if path is not None else None
 
 
+def check_project_graphs(project: Project) -> None:
+    """Import every graph ``project`` names and check it is a graph, a builder or a factory
+    (ProjectConfigError naming the entry otherwise), with the project's ``env`` applied, as
+    ``make run`` does at start-up. Needs the project's dependencies installed here."""
+    from graphs.project import apply_environment, load_attribute
+
+    apply_environment(project)
+    for entry in project.graphs:
+        load_attribute(entry)
+
+
 def project_requirements(project: Project | None) -> list[str]:
     """What the project needs from PyPI: its pip ``dependencies``, plus the
     ``[project].dependencies`` of its local ones that have a ``pyproject.toml`` (a local
@@ -357,8 +375,14 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 
 def build_asset(*, require_bytecode: bool = False) -> Path:
-    """The full deployment asset: what `make synth` and `make deploy` upload."""
+    """The full deployment asset: what `make synth` and `make deploy` upload.
+
+    A LangGraph project's graphs are imported here first (``check_project_graphs``): on
+    Lambda a wrong entry would only show when its first run fails, after every attempt.
+    """
     project = configured_project()
+    if project is not None:
+        check_project_graphs(project)
     deps = build_dependencies(runtime_requirements() + project_requirements(project))
     python = find_lambda_python()
     if python is None:
@@ -396,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         asset = build_asset(require_bytecode=args.require_bytecode)
-    except BytecodeInterpreterMissing as exc:
+    except (BytecodeInterpreterMissing, ProjectConfigError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         raise SystemExit(1) from exc
     size, files = tree_size(asset)

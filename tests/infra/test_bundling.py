@@ -252,3 +252,22 @@ def test_a_project_at_the_checkouts_root_brings_only_what_it_names(tmp_path: Pat
     # AND a file of the engine's packages is named where the asset has it already
     assert written["graphs"]["builtin_file"] == "./graphs/support/graph.py:graph"
     assert written["graphs"]["echo"] == "./project/tests/sample_project/agent.py:graph"
+
+
+def test_the_build_imports_every_project_graph_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graphs.project import ProjectConfigError, read_project
+    from infra.bundling import check_project_graphs
+
+    # GIVEN the sample project, and a copy whose entry names what its file lacks
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    # (set, so that what the project's .env sets is undone after the test)
+    monkeypatch.setenv("ECHO_PREFIX", "echo:")
+    check_project_graphs(read_project(SAMPLE_PROJECT / "langgraph.json"))
+    broken = tmp_path / "broken"
+    shutil.copytree(SAMPLE_PROJECT, broken)
+    (broken / "langgraph.json").write_text(json.dumps({"graphs": {"echo": "./agent.py:grap"}}))
+    # WHEN the asset is built with it THEN the build stops naming the entry
+    with pytest.raises(ProjectConfigError, match=r"graph 'echo' \('./agent.py:grap'\)"):
+        check_project_graphs(read_project(broken / "langgraph.json"))
