@@ -197,6 +197,11 @@ def _read_graphs(config_path: Path, graphs: Any) -> tuple[GraphEntry, ...]:
                 "'./agent.py:graph' (the attribute after the last ':')."
             )
         path = (config_path.parent / file_part).resolve()
+        if path.suffix != ".py":
+            raise ProjectConfigError(
+                f"{config_path}: {label}: lambdagraph runs Python graphs, named by their "
+                "file ('./agent.py:graph'); not JavaScript graphs or module names."
+            )
         if not path.is_file():
             raise ProjectConfigError(
                 f"{config_path}: {label}: file {path} does not exist (paths are relative "

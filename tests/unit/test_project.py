@@ -247,6 +247,8 @@ def test_settings_check_the_project_when_read(
         ),
         ('{"graphs": {"agent": ":graph"}}', "must be '<file>.py:<attribute>'"),
         ('{"graphs": {"agent": "./gone.py:graph"}}', "gone.py does not exist"),
+        ('{"graphs": {"agent": "./agent.ts:graph"}}', "lambdagraph runs Python graphs"),
+        ('{"graphs": {"agent": "my_package.agent:graph"}}', "lambdagraph runs Python graphs"),
         ('{"graphs": {"agent": "./agent.py:graph"}, "env": ".env.missing"}', "'env' file"),
         ('{"graphs": {"agent": "./agent.py:graph"}, "env": 3}', "'env' must be an object"),
         (
