@@ -127,6 +127,22 @@ class Settings(BaseSettings):
     # Allow loopback/private targets (the local stack: true unless set false).
     webhook_allow_private: bool = False
 
+    # --- graphs (graphs/registry.py, docs/projects.md) ---
+    # A LangGraph project's langgraph.json (or its directory) whose graphs join the built-in
+    # ones; empty = a langgraph.json at the checkout's root, if any. The registry reads it
+    # when imported; here its shape is checked when settings are read, so a typo fails fast.
+    project: str = ""
+
+    @field_validator("project")
+    @classmethod
+    def _readable_project(cls, value: str) -> str:
+        from graphs.project import find_project, read_project
+
+        path = find_project(value)
+        if path is not None:
+            read_project(path)
+        return value.strip()
+
     @field_validator("chat_model")
     @classmethod
     def _known_model(cls, value: str) -> str:

@@ -10,6 +10,13 @@ keyed by the dependency list and pip flags, so only the first build needs PyPI; 
 runtime's copy lags behind (and changes under us), while the engine is tested against the
 version pyproject.toml pins. They cost about 25 MB of the 120 MB budget (``make bench``).
 
+A LangGraph project (``LAMBDAGRAPH_PROJECT`` or a ``langgraph.json`` at the checkout's
+root, ``graphs.project``) travels in the asset too: its directory under ``project/``, and at
+the asset's root a ``langgraph.json`` with the paths rewritten to point there, where the
+registry finds it on Lambda (``/var/task``) without any setting. Its ``dependencies`` that
+are pip requirements, and the ``[project].dependencies`` of local ones with a
+``pyproject.toml``, are installed with the engine's (docs/projects.md).
+
 Bytecode: ``/var/task`` is read-only, so a bundle without ``.pyc`` files makes every cold
 start compile every module it imports. The asset is compiled with the interpreter matching
 the Lambda runtime (CPython ``LAMBDA_PYTHON``: ``LAMBDAGRAPH_BUNDLE_PYTHON``, else
@@ -31,6 +38,16 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
+
+from graphs.project import (
+    CONFIG_NAME,
+    PROJECT_ENV,
+    Project,
+    ProjectConfigError,
+    find_project,
+    read_project,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / ".build"
@@ -53,6 +70,25 @@ PIP_PLATFORM_ARGS = (
     "--only-binary=:all:",
 )
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache")
+# Where a LangGraph project's directory lands in the asset (and its local dependencies that
+# live outside it).
+PROJECT_DIR = "project"
+PROJECT_DEPS_DIR = "project_deps"
+# Never copied from a project's directory: environments, caches, VCS and build output.
+_PROJECT_IGNORED = shutil.ignore_patterns(
+    "__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".venv",
+    "venv",
+    ".git",
+    "node_modules",
+    ".build",
+    "cdk.out",
+    ".langgraph_api",
+)
 # An explicit interpreter for the bundle's bytecode (CPython LAMBDA_PYTHON).
 BUNDLE_PYTHON_ENV = "LAMBDAGRAPH_BUNDLE_PYTHON"
 # Marks a dependency directory compiled by a matching interpreter.
@@ -188,13 +224,18 @@ def compile_dependencies(deps: Path, python: str) -> None:
 
 
 def assemble_asset(
-    deps: Path | None, out: Path = ASSET_DIR, *, bytecode_python: str | None = None
+    deps: Path | None,
+    out: Path = ASSET_DIR,
+    *,
+    bytecode_python: str | None = None,
+    project: Project | None = None,
 ) -> Path:
     """Lay out the asset directory: dependencies (hard links, cheap) plus the project's code.
 
     ``deps=None`` gives a code-only asset, which template tests use to stay offline and fast.
     ``bytecode_python``: compile the project's code with it (the dependencies are compiled
-    in their cache, ``compile_dependencies``).
+    in their cache, ``compile_dependencies``). ``project``: a LangGraph project to carry
+    (``bundle_project``).
     """
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -211,7 +252,117 @@ def assemble_asset(
         shutil.copytree(REPO_ROOT / package, out / package, ignore=_IGNORED)
         if bytecode_python is not None:
             compile_bytecode(out / package, bytecode_python)
+    if project is not None:
+        bundle_project(project, out)
+        for copied in (PROJECT_DIR, PROJECT_DEPS_DIR):
+            if bytecode_python is not None and (out / copied).is_dir():
+                compile_bytecode(out / copied, bytecode_python)
     return out
+
+
+def configured_project() -> Project | None:
+    """The LangGraph project the registry would load here (``graphs.project``), if any."""
+    path = find_project(os.environ.get(PROJECT_ENV))
+    return read_project(path) if path is not None else None
+
+
+def check_project_graphs(project: Project) -> None:
+    """Import every graph ``project`` names and check it is a graph, a builder or a factory
+    (ProjectConfigError naming the entry otherwise), with the project's ``env`` applied, as
+    ``make run`` does at start-up. Needs the project's dependencies installed here."""
+    from graphs.project import apply_environment, load_attribute
+
+    apply_environment(project)
+    for entry in project.graphs:
+        load_attribute(entry)
+
+
+def project_requirements(project: Project | None) -> list[str]:
+    """What the project needs from PyPI: its pip ``dependencies``, plus the
+    ``[project].dependencies`` of its local ones that have a ``pyproject.toml`` (a local
+    dependency is shipped as source, not built: the build takes binary wheels only)."""
+    if project is None:
+        return []
+    requirements = list(project.pip_dependencies)
+    for path in project.path_dependencies:
+        pyproject = path / "pyproject.toml"
+        if pyproject.is_file():
+            data = tomllib.loads(pyproject.read_text())
+            requirements += data.get("project", {}).get("dependencies", [])
+    return list(dict.fromkeys(requirements))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def bundle_project(project: Project, out: Path) -> Path:
+    """Copy ``project`` into the asset ``out`` and write ``out/langgraph.json`` pointing at
+    the copy; returns that file.
+
+    A project that is this checkout itself (a ``langgraph.json`` at its root) brings only what
+    its entries name and its top-level modules: the engine's packages are in the asset
+    already, and the rest of the checkout (tests, infra, docs) has no place on Lambda.
+    """
+    root = project.root
+    dest = out / PROJECT_DIR
+    in_checkout = root == REPO_ROOT
+
+    def location(path: Path) -> str:
+        # The asset-relative place of a file or directory of the project.
+        rel = path.relative_to(root)
+        if in_checkout and rel.parts and rel.parts[0] in SOURCE_PACKAGES:
+            return f"./{rel.as_posix()}"
+        return f"./{PROJECT_DIR}/{rel.as_posix()}" if rel.parts else f"./{PROJECT_DIR}"
+
+    if not in_checkout:
+        shutil.copytree(root, dest, ignore=_PROJECT_IGNORED)
+    else:
+        named = [e.path for e in project.graphs] + [
+            p for p in project.path_dependencies if _inside(p, root)
+        ]
+        if isinstance(project.env, Path):
+            named.append(project.env)
+        tops = {root / p.relative_to(root).parts[0] for p in named if p != root}
+        tops |= set(root.glob("*.py"))
+        dest.mkdir(parents=True, exist_ok=True)
+        for top in sorted(tops):
+            if top.name in SOURCE_PACKAGES:
+                continue
+            if top.is_dir():
+                shutil.copytree(top, dest / top.name, ignore=_PROJECT_IGNORED)
+            else:
+                shutil.copy2(top, dest / top.name)
+
+    dependencies: list[str] = []
+    for index, path in enumerate(project.path_dependencies):
+        if _inside(path, root):
+            dependencies.append(location(path))
+            continue
+        outside = out / PROJECT_DEPS_DIR / f"{index}-{path.name}"
+        shutil.copytree(path, outside, ignore=_PROJECT_IGNORED)
+        dependencies.append(f"./{PROJECT_DEPS_DIR}/{outside.name}")
+    dependencies += project.pip_dependencies
+
+    graphs: dict[str, Any] = {}
+    for entry in project.graphs:
+        spec = f"{location(entry.path)}:{entry.attr}"
+        graphs[entry.graph_id] = (
+            spec if entry.description is None else {"path": spec, "description": entry.description}
+        )
+    config: dict[str, Any] = {"dependencies": dependencies, "graphs": graphs}
+    if isinstance(project.env, Path):
+        if not _inside(project.env, root):
+            (out / PROJECT_DEPS_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(project.env, out / PROJECT_DEPS_DIR / project.env.name)
+            config["env"] = f"./{PROJECT_DEPS_DIR}/{project.env.name}"
+        else:
+            config["env"] = location(project.env)
+    elif project.env is not None:
+        config["env"] = project.env
+    written = out / CONFIG_NAME
+    written.write_text(json.dumps(config, indent=2) + "\n")
+    return written
 
 
 def _link_or_copy(src: str, dst: str) -> str:
@@ -224,8 +375,15 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 
 def build_asset(*, require_bytecode: bool = False) -> Path:
-    """The full deployment asset: what `make synth` and `make deploy` upload."""
-    deps = build_dependencies()
+    """The full deployment asset: what `make synth` and `make deploy` upload.
+
+    A LangGraph project's graphs are imported here first (``check_project_graphs``): on
+    Lambda a wrong entry would only show when its first run fails, after every attempt.
+    """
+    project = configured_project()
+    if project is not None:
+        check_project_graphs(project)
+    deps = build_dependencies(runtime_requirements() + project_requirements(project))
     python = find_lambda_python()
     if python is None:
         message = (
@@ -239,7 +397,7 @@ def build_asset(*, require_bytecode: bool = False) -> Path:
         print(f"WARNING: {message}", file=sys.stderr)
     else:
         compile_dependencies(deps, python)
-    return assemble_asset(deps, bytecode_python=python)
+    return assemble_asset(deps, bytecode_python=python, project=project)
 
 
 def tree_size(path: Path) -> tuple[int, int]:
@@ -262,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         asset = build_asset(require_bytecode=args.require_bytecode)
-    except BytecodeInterpreterMissing as exc:
+    except (BytecodeInterpreterMissing, ProjectConfigError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         raise SystemExit(1) from exc
     size, files = tree_size(asset)

@@ -61,7 +61,7 @@ def main() -> int:
     try:
         stack.start()
     except ValueError as exc:
-        # LocalConfigError / FaultConfigError: the message names the setting to fix.
+        # LocalConfigError / FaultConfigError / ProjectConfigError: the message names what to fix.
         log.error("could not start the local stack: %s", exc)
         return 1
     except OSError as exc:

@@ -353,6 +353,7 @@ class LocalStack:
         )
         self._faults = FaultInjector(config, seed=seed) if config else None
         self.timings = timings
+        self._check_project()
         log.info("%s", timings.describe())
         if config:
             log.warning(
@@ -362,6 +363,26 @@ class LocalStack:
                 FAULTS_PATH,
             )
         return timings
+
+    @staticmethod
+    def _check_project() -> None:
+        """Import every graph of the LangGraph project, if one is configured; a wrong entry
+        stops the stack here (ProjectConfigError) rather than failing its first run."""
+        from graphs.project import PROJECT_ENV, find_project
+
+        if find_project(os.environ.get(PROJECT_ENV)) is None:
+            return
+        from graphs import registry
+
+        # Read again: the environment may have changed since the registry was imported.
+        project = registry.load_project_from_environment()
+        registry.check_project()
+        if project is not None:
+            log.info(
+                "LangGraph project %s: graphs %s",
+                project.config_path,
+                ", ".join(e.graph_id for e in project.graphs),
+            )
 
     def fault_counts(self) -> dict[str, int]:
         """Faults injected so far (``GET /_local/faults``); all 0 when injection is off."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
+from dataclasses import replace
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -151,3 +153,121 @@ def test_the_bundle_is_compiled_for_the_lambda_runtimes_python(tmp_path: Path) -
         check=True,
     )
     assert out.stdout.strip() == "1"
+
+
+# --- a LangGraph project in the asset (infra.bundling.bundle_project, docs/projects.md) ----
+
+SAMPLE_PROJECT = REPO_ROOT / "tests" / "sample_project"
+
+
+def test_the_asset_carries_a_langgraph_project_where_the_registry_finds_it(
+    tmp_path: Path,
+) -> None:
+    from graphs.project import find_project, read_project
+
+    # GIVEN the sample project, with a local dependency outside its directory and caches
+    project_dir = tmp_path / "my_project"
+    shutil.copytree(SAMPLE_PROJECT, project_dir)
+    (project_dir / "__pycache__").mkdir()
+    (project_dir / "__pycache__" / "agent.cpython-311.pyc").write_bytes(b"")
+    (project_dir / ".venv" / "lib").mkdir(parents=True)
+    shared = tmp_path / "shared_lib"
+    (shared / "shared").mkdir(parents=True)
+    (shared / "shared" / "__init__.py").write_text("")
+    config = json.loads((project_dir / "langgraph.json").read_text())
+    config["dependencies"] = [".", "../shared_lib", "langchain-openai>=0.3"]
+    (project_dir / "langgraph.json").write_text(json.dumps(config))
+    project = read_project(project_dir / "langgraph.json")
+    # WHEN the asset is assembled with it
+    asset = assemble_asset(None, out=tmp_path / "asset", project=project)
+    # THEN the project's files are under project/, without caches or environments
+    assert (asset / "project" / "agent.py").is_file()
+    assert (asset / "project" / "helpers.py").is_file()
+    assert (asset / "project" / ".env").is_file()
+    assert not (asset / "project" / "__pycache__").exists()
+    assert not (asset / "project" / ".venv").exists()
+    # AND a langgraph.json at the asset's root (Lambda's /var/task), found with no setting,
+    # names the copies: the registry reads it as it reads the original
+    assert find_project(None, default_root=asset) == (asset / "langgraph.json").resolve()
+    bundled = read_project(asset / "langgraph.json")
+    assert bundled.entry("echo").path == (asset / "project" / "agent.py").resolve()
+    assert bundled.env == (asset / "project" / ".env").resolve()
+    assert bundled.pip_dependencies == ("langchain-openai>=0.3",)
+    assert (asset / "project").resolve() in bundled.path_dependencies
+    outside = [p for p in bundled.path_dependencies if p.parent.name == "project_deps"]
+    assert len(outside) == 1
+    assert (outside[0] / "shared" / "__init__.py").is_file()
+    # AND the engine is there as always
+    assert (asset / "functions" / "__init__.py").is_file()
+
+
+def test_a_projects_pip_dependencies_are_installed_with_the_engines(tmp_path: Path) -> None:
+    from graphs.project import read_project
+    from infra.bundling import project_requirements
+
+    # GIVEN a project depending on a pip package and on itself (".") with a pyproject.toml
+    (tmp_path / "agent.py").write_text("graph = None\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "agent"\nversion = "0"\ndependencies = ["httpx>=0.27", "tavily-python"]\n'
+    )
+    (tmp_path / "langgraph.json").write_text(
+        json.dumps(
+            {
+                "dependencies": [".", "langchain-openai", "httpx>=0.27"],
+                "graphs": {"a": "./agent.py:graph"},
+            }
+        )
+    )
+    # WHEN its requirements are listed
+    requirements = project_requirements(read_project(tmp_path / "langgraph.json"))
+    # THEN they are the pip ones and its pyproject's, each once; no project, none
+    assert requirements == ["langchain-openai", "httpx>=0.27", "tavily-python"]
+    assert project_requirements(None) == []
+
+
+def test_a_project_at_the_checkouts_root_brings_only_what_it_names(tmp_path: Path) -> None:
+    from graphs.project import Project, read_project
+    from infra.bundling import bundle_project
+
+    # GIVEN a langgraph.json at the checkout's root naming a graph in graphs/ and one beside it
+    sample = read_project(SAMPLE_PROJECT / "langgraph.json")
+    entries = (
+        replace(sample.entry("echo"), config_path=REPO_ROOT / "langgraph.json"),
+        replace(
+            sample.entry("echo"),
+            graph_id="builtin_file",
+            path=REPO_ROOT / "graphs" / "support" / "graph.py",
+            config_path=REPO_ROOT / "langgraph.json",
+        ),
+    )
+    project = Project(config_path=REPO_ROOT / "langgraph.json", graphs=entries)
+    out = tmp_path / "asset"
+    out.mkdir()
+    # WHEN it is bundled
+    written = json.loads(bundle_project(project, out).read_text())
+    # THEN only the named top-level directory is copied (no tests/, infra/, docs/)
+    copied = {p.name for p in (out / "project").iterdir()}
+    assert copied == {"tests"} | {p.name for p in REPO_ROOT.glob("*.py")}
+    assert not (out / "project" / "infra").exists()
+    # AND a file of the engine's packages is named where the asset has it already
+    assert written["graphs"]["builtin_file"] == "./graphs/support/graph.py:graph"
+    assert written["graphs"]["echo"] == "./project/tests/sample_project/agent.py:graph"
+
+
+def test_the_build_imports_every_project_graph_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graphs.project import ProjectConfigError, read_project
+    from infra.bundling import check_project_graphs
+
+    # GIVEN the sample project, and a copy whose entry names what its file lacks
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    # (set, so that what the project's .env sets is undone after the test)
+    monkeypatch.setenv("ECHO_PREFIX", "echo:")
+    check_project_graphs(read_project(SAMPLE_PROJECT / "langgraph.json"))
+    broken = tmp_path / "broken"
+    shutil.copytree(SAMPLE_PROJECT, broken)
+    (broken / "langgraph.json").write_text(json.dumps({"graphs": {"echo": "./agent.py:grap"}}))
+    # WHEN the asset is built with it THEN the build stops naming the entry
+    with pytest.raises(ProjectConfigError, match=r"graph 'echo' \('./agent.py:grap'\)"):
+        check_project_graphs(read_project(broken / "langgraph.json"))
