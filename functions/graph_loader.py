@@ -1,10 +1,11 @@
-"""Compiled graphs with the engine's checkpointer attached, cached per process."""
+"""Compiled graphs with the engine's checkpointer and node cache attached, cached per process."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from functions.cache import attach_cache
 from functions.checkpointer import make_checkpointer
 from functions.errors import NotFoundError
 from functions.settings import Settings
@@ -44,6 +45,7 @@ def load_graph(graph_id: str, settings: Settings) -> Any:
         settings.checkpointer,
         settings.checkpoint_table,
         settings.payload_bucket,
+        settings.cache_table,
         settings.chat_model,
         settings.offline_model,
     )
@@ -61,4 +63,4 @@ def _compile(graph_id: str, settings: Settings) -> Any:
         from functions.models.factory import chat_model
 
         model = chat_model(settings.chat_model)
-    return get_factory(graph_id)(make_checkpointer(settings), model)
+    return attach_cache(get_factory(graph_id)(make_checkpointer(settings), model), settings)
