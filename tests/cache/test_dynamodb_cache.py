@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langgraph.cache.memory import InMemoryCache
+from langgraph.graph import START, StateGraph
+from langgraph.types import CachePolicy
 
 from functions import clock as clock_module
 from functions.cache import CacheTableMissingError
@@ -380,3 +382,42 @@ def test_same_answers_as_langgraphs_in_memory_cache(
     # AND so do they at the end, on every key
     every_key = [(ns, key) for ns in NAMESPACES for key in KEYS]
     assert cache.get(every_key) == reference.get(every_key)
+
+
+# --- through a graph -------------------------------------------------------------------------
+
+
+def test_a_graph_served_from_the_cache_and_cleared_per_node(make_cache: CacheFactory) -> None:
+    class State(TypedDict, total=False):
+        query: str
+        answer: str
+        echo: str
+
+    calls: list[str] = []
+
+    def search(state: State) -> dict[str, Any]:
+        calls.append("search")
+        return {"answer": state["query"].upper()}
+
+    def echo(state: State) -> dict[str, Any]:
+        calls.append("echo")
+        return {"echo": state["query"]}
+
+    # GIVEN a graph (as docs/models.md shows) with two cached nodes, compiled with the cache
+    builder = StateGraph(State)
+    policy: CachePolicy[Any] = CachePolicy(key_func=lambda s: s["query"], ttl=3600)
+    builder.add_node("search", search, cache_policy=policy)
+    builder.add_node("echo", echo, cache_policy=policy)
+    builder.add_edge(START, "search")
+    builder.add_edge(START, "echo")
+    graph = builder.compile(cache=make_cache())
+
+    # WHEN it runs twice THEN the second run is served from the cache
+    first = graph.invoke({"query": "q"})
+    assert graph.invoke({"query": "q"}) == first
+    assert sorted(calls) == ["echo", "search"]
+
+    # WHEN one node's entries are cleared THEN only that node runs again
+    graph.clear_cache(["search"])
+    assert graph.invoke({"query": "q"}) == first
+    assert sorted(calls) == ["echo", "search", "search"]
