@@ -119,13 +119,19 @@ class DynamoDBCache(BaseCache[ValueT]):
         clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        if client is None:
+        self.table_name = table_name
+        self._client = client
+        self._clock = clock
+
+    @property
+    def client(self) -> Any:
+        # Made on first use: every graph the platform compiles gets the cache, most never
+        # use it, and a cold start should not pay for a client nobody calls.
+        if self._client is None:
             from functions.aws import dynamodb_client
 
-            client = dynamodb_client()
-        self.table_name = table_name
-        self.client = client
-        self._clock = clock
+            self._client = dynamodb_client()
+        return self._client
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else clock.now()

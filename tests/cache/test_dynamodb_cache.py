@@ -17,7 +17,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.types import CachePolicy
 
 from functions import clock as clock_module
-from functions.cache import CacheTableMissingError
+from functions.cache import CacheTableMissingError, DynamoDBCache
 from functions.cache.dynamodb import EXPIRES_AT, MAX_ITEM_BYTES, item_key
 from tests.cache.conftest import CacheFactory, FakeClock
 
@@ -421,3 +421,18 @@ def test_a_graph_served_from_the_cache_and_cleared_per_node(make_cache: CacheFac
     graph.clear_cache(["search"])
     assert graph.invoke({"query": "q"}) == first
     assert sorted(calls) == ["echo", "search", "search"]
+
+
+def test_no_client_is_made_until_the_cache_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions import aws
+
+    # GIVEN a cache made without a client (as the platform makes it for every graph)
+    made: list[str] = []
+    monkeypatch.setattr(aws, "dynamodb_client", lambda: made.append("client") or object())
+    cache: DynamoDBCache[Any] = DynamoDBCache("unused")
+    # THEN no boto3 client is made until a call needs one
+    assert made == []
+    assert cache.get([]) == {}
+    assert made == []
+    assert cache.client is not None
+    assert made == ["client"]
