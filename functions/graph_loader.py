@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from functions.cache import attach_cache
 from functions.checkpointer import make_checkpointer
 from functions.errors import NotFoundError
 from functions.settings import Settings
@@ -55,6 +54,7 @@ def load_graph(graph_id: str, settings: Settings) -> Any:
 
 
 def _compile(graph_id: str, settings: Settings) -> Any:
+    from functions.cache import attach_cache  # imports LangGraph: not at cold start
     from graphs.registry import get_factory
 
     model = None
