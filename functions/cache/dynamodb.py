@@ -175,6 +175,7 @@ class DynamoDBCache(BaseCache[ValueT]):
                 if full_key is None or _expired(item, now):
                     continue
                 found[full_key] = self.serde.loads_typed((item[ENC]["S"], item[VAL]["B"]))
+        logger.debug("node cache read", extra={"keys": len(wanted), "hits": len(found)})
         return found
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
