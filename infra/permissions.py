@@ -130,7 +130,8 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     # Claims, runs and their endings (runtime table: a rolled-back run's record is deleted),
     # one superstep (checkpoints, large values in the bucket, cached node writes), the next
     # step message on any priority, and a message put back with a delay (rate limit, a busy
-    # thread) by changing its visibility. Receiving is the event source's (infra/constructs/worker.py).
+    # thread) by changing its visibility. Receiving is the event source's
+    # (infra/constructs/worker.py).
     STEP_WORKER_FUNCTION.logical_id: (
         Access(
             Target.RUNTIME_TABLE,
