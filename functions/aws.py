@@ -1,7 +1,7 @@
 """boto3 clients, created once per process (cold start) and reused across invocations.
 
 ``AWS_ENDPOINT_URL`` (read by boto3 itself) points them at moto locally. Only the data-access
-modules (``store``, ``queues``) use these.
+modules (``store``, ``queues``, ``cache``) use these.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ _CONFIG = Config(
 @cache
 def dynamodb_resource() -> Any:
     return boto3.resource("dynamodb", config=_CONFIG)
+
+
+@cache
+def dynamodb_client() -> Any:
+    """Thread-safe (unlike the resource): the node cache writes from LangGraph's threads."""
+    return boto3.client("dynamodb", config=_CONFIG)
 
 
 @cache

@@ -1,4 +1,4 @@
-"""Compiled graphs with the engine's checkpointer attached, cached per process."""
+"""Compiled graphs with the engine's checkpointer and node cache attached, cached per process."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def load_graph(graph_id: str, settings: Settings) -> Any:
         settings.checkpointer,
         settings.checkpoint_table,
         settings.payload_bucket,
+        settings.cache_table,
         settings.chat_model,
         settings.offline_model,
         settings.model_limits,
@@ -54,8 +55,11 @@ def load_graph(graph_id: str, settings: Settings) -> Any:
 
 
 def _compile(graph_id: str, settings: Settings) -> Any:
+    from functions.cache import attach_cache  # imports LangGraph: not at cold start
+
     # Provider SDKs are imported by the factory only when a model is made.
     from functions.models.factory import platform_model
     from graphs.registry import get_factory
 
-    return get_factory(graph_id)(make_checkpointer(settings), platform_model(settings))
+    graph = get_factory(graph_id)(make_checkpointer(settings), platform_model(settings))
+    return attach_cache(graph, settings)

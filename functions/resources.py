@@ -125,6 +125,15 @@ RUNTIME_TABLE = TableSpec(
     env_var="LAMBDAGRAPH_RUNTIME_TABLE",
 )
 
+# LangGraph's node cache (functions/cache): entries expire by their CachePolicy's ttl.
+CACHE_TABLE = TableSpec(
+    logical_id="NodeCache",
+    partition_key="pk",
+    sort_key="sk",
+    ttl_attribute="expires_at",
+    env_var="LAMBDAGRAPH_CACHE_TABLE",
+)
+
 PAYLOAD_BUCKET = BucketSpec(logical_id="Payloads", env_var="LAMBDAGRAPH_PAYLOAD_BUCKET")
 
 # --- functions -----------------------------------------------------------------------------

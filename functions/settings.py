@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     checkpoint_table: str = "lambdagraph-checkpoints"
     runtime_table: str = "lambdagraph-runtime"
     payload_bucket: str | None = None
+    # The node cache table (functions/cache, docs/models.md "Node caching"); empty = no
+    # cache: a node's ``CachePolicy`` then runs it every time.
+    cache_table: str = ""
     queue_url_high: str = ""
     queue_url_normal: str = ""
     queue_url_low: str = ""

@@ -30,6 +30,7 @@ class Target(StrEnum):
     # Each GSI of the runtime table, by name (no index/* wildcard).
     RUNTIME_INDEXES = "the runtime table's indexes"
     CHECKPOINT_TABLE = "the checkpoint table"
+    CACHE_TABLE = "the node cache table"
     PAYLOAD_BUCKET = "the payload bucket (bucket-level calls: listing)"
     PAYLOAD_OBJECTS = "the payload bucket's objects"
     # The three priority queues: a run's priority is data, so a function that sends to one
@@ -127,9 +128,10 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         _PUT_EVENTS,
     ),
     # Claims, runs and their endings (runtime table: a rolled-back run's record is deleted),
-    # one superstep (checkpoints, large values in the bucket), the next step message on any
-    # priority, and a message put back with a delay (rate limit, a busy thread) by changing
-    # its visibility. Receiving is the event source's (infra/constructs/worker.py).
+    # one superstep (checkpoints, large values in the bucket, cached node writes), the next
+    # step message on any priority, and a message put back with a delay (rate limit, a busy
+    # thread) by changing its visibility. Receiving is the event source's
+    # (infra/constructs/worker.py).
     STEP_WORKER_FUNCTION.logical_id: (
         Access(
             Target.RUNTIME_TABLE,
@@ -144,6 +146,10 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         _CHECKPOINT_TABLE,
         _LIST_PAYLOADS,
         Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
+        # The node cache (functions/cache): the only function that runs nodes reads cached
+        # writes (BatchGetItem) and stores them (BatchWriteItem). Clearing it is an
+        # operator's tool, granted to no function.
+        Access(Target.CACHE_TABLE, ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem")),
         Access(Target.STEP_QUEUES, ("sqs:SendMessage", "sqs:ChangeMessageVisibility")),
         # Approval records (PutItem) and their executions, at a run's ending.
         _START_APPROVAL,

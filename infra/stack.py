@@ -18,6 +18,7 @@ from constructs import Construct
 from functions.resources import (
     API_JOIN_POLL_S,
     API_JOIN_TIMEOUT_S,
+    CACHE_TABLE,
     CHECKPOINT_TABLE,
     METRICS_NAMESPACE,
     PAYLOAD_BUCKET,
@@ -145,6 +146,7 @@ class LambdaGraphStack(Stack):
             CHECKPOINT_TABLE.env_var: self.storage.checkpoint_table.table_name,
             RUNTIME_TABLE.env_var: self.storage.runtime_table.table_name,
             PAYLOAD_BUCKET.env_var: self.storage.payload_bucket.bucket_name,
+            CACHE_TABLE.env_var: self.storage.cache_table.table_name,
             "LAMBDAGRAPH_TTL_DAYS": str(config.ttl_days),
             # What API Gateway's 29 s wall leaves a runs/wait (functions/resources.py).
             "LAMBDAGRAPH_JOIN_TIMEOUT_S": f"{API_JOIN_TIMEOUT_S:g}",
@@ -192,6 +194,7 @@ class LambdaGraphStack(Stack):
                 f"{runtime_arn}/index/{index.name}" for index in RUNTIME_TABLE.global_indexes
             ],
             Target.CHECKPOINT_TABLE: [storage.checkpoint_table.table_arn],
+            Target.CACHE_TABLE: [storage.cache_table.table_arn],
             Target.PAYLOAD_BUCKET: [storage.payload_bucket.bucket_arn],
             Target.PAYLOAD_OBJECTS: [storage.payload_bucket.arn_for_objects("*")],
             Target.STEP_QUEUES: [queue.queue_arn for queue in self.queues.queues.values()],
@@ -246,6 +249,7 @@ class LambdaGraphStack(Stack):
         )
         CfnOutput(self, "CheckpointTableName", value=self.storage.checkpoint_table.table_name)
         CfnOutput(self, "RuntimeTableName", value=self.storage.runtime_table.table_name)
+        CfnOutput(self, "CacheTableName", value=self.storage.cache_table.table_name)
         CfnOutput(self, "PayloadBucketName", value=self.storage.payload_bucket.bucket_name)
         for priority, spec in STEP_QUEUES.items():
             CfnOutput(self, f"{spec.logical_id}Url", value=self.queues.queues[priority].queue_url)

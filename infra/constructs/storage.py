@@ -1,4 +1,4 @@
-"""Checkpoint and runtime tables, and the bucket for large checkpoint payloads.
+"""Checkpoint, runtime and node cache tables, and the bucket for large checkpoint payloads.
 
 Tables come from the ``TableSpec``s in ``functions.resources`` (the local stack reads the same
 specs): on-demand, point-in-time recovery, TTL, encryption with the AWS-managed KMS key.
@@ -16,7 +16,13 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from functions.resources import CHECKPOINT_TABLE, PAYLOAD_BUCKET, RUNTIME_TABLE, TableSpec
+from functions.resources import (
+    CACHE_TABLE,
+    CHECKPOINT_TABLE,
+    PAYLOAD_BUCKET,
+    RUNTIME_TABLE,
+    TableSpec,
+)
 from infra.constructs.nag import acknowledge
 
 # DynamoDB deletes expired items within a few days, not at once; payloads outlive their
@@ -34,6 +40,9 @@ class Storage(Construct):
         super().__init__(scope, construct_id)
         self.checkpoint_table = _table(self, CHECKPOINT_TABLE, removal)
         self.runtime_table = _table(self, RUNTIME_TABLE, removal)
+        # LangGraph's node cache (functions/cache): TTL on ``expires_at``, set per entry by
+        # the node's CachePolicy, not by ``ttl_days``.
+        self.cache_table = _table(self, CACHE_TABLE, removal)
         lifecycle = [
             s3.LifecycleRule(
                 id="AbortUploads", abort_incomplete_multipart_upload_after=Duration.days(1)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from functions.resources import (
+    CACHE_TABLE,
     CHECKPOINT_TABLE,
     PAYLOAD_BUCKET,
     RUNTIME_TABLE,
@@ -65,6 +66,18 @@ def test_tables_are_created_from_the_shared_specs(stub_stack: LocalStack) -> Non
     assert stub_stack.resources.env[CHECKPOINT_TABLE.env_var] == local_name(
         CHECKPOINT_TABLE.logical_id
     )
+
+
+def test_the_node_cache_table_is_created_with_its_ttl(stub_stack: LocalStack) -> None:
+    # GIVEN a running stack WHEN the node cache table is described
+    dynamodb = stub_stack.client("dynamodb")
+    name = local_name(CACHE_TABLE.logical_id)
+    ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    # THEN entries expire on ``expires_at`` and functions are told its name (so graphs the
+    # platform compiles get the cache)
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+    assert stub_stack.resources is not None
+    assert stub_stack.resources.env[CACHE_TABLE.env_var] == name
 
 
 def test_bucket_is_created(stub_stack: LocalStack) -> None:

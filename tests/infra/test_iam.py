@@ -113,6 +113,7 @@ def test_worker_reaches_its_tables_bucket_and_queues_only(synth: Synth) -> None:
     tables = {
         synth.logical_id(stack.storage.runtime_table),
         synth.logical_id(stack.storage.checkpoint_table),
+        synth.logical_id(stack.storage.cache_table),
     }
     queues = {synth.logical_id(q) for q in stack.queues.queues.values()}
 
@@ -122,6 +123,23 @@ def test_worker_reaches_its_tables_bucket_and_queues_only(synth: Synth) -> None:
     assert granted["sqs:ReceiveMessage"] == queues  # the event source mappings
     assert granted["sqs:DeleteMessage"] == queues
     assert not any(action.startswith(("kms:", "iam:", "lambda:")) for action in granted)
+
+
+def test_only_the_worker_reaches_the_node_cache_and_only_in_batches(synth: Synth) -> None:
+    # GIVEN the node cache table and every function's role
+    cache_id = synth.logical_id(synth.stack.storage.cache_table)
+    reaching = {}
+    for fn in synth.resources("AWS::Lambda::Function").values():
+        handler = fn["Properties"]["Handler"]
+        granted = _grants(_role_statements(synth, handler))
+        actions = {action for action, resources in granted.items() if cache_id in resources}
+        if actions:
+            reaching[handler] = actions
+    # THEN the step worker (the one that runs nodes) reads and writes it in batches: no
+    # Scan, no Query, no other function
+    assert reaching == {
+        STEP_WORKER_FUNCTION.handler: {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"}
+    }
 
 
 def test_api_enqueues_steps_but_never_consumes_them(synth: Synth) -> None:

@@ -22,6 +22,7 @@ from functions.resources import (
     API_THROTTLE_BURST,
     API_THROTTLE_RATE_RPS,
     APPROVAL_NOTIFIER_FUNCTION,
+    CACHE_TABLE,
     CHECKPOINT_TABLE,
     HOUSEKEEPING_FUNCTION,
     HOUSEKEEPING_RATE_MINUTES,
@@ -85,7 +86,9 @@ def _alias_of(synth: Synth, function_id: str) -> str:
 # --- storage -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", [CHECKPOINT_TABLE, RUNTIME_TABLE], ids=lambda s: s.logical_id)
+@pytest.mark.parametrize(
+    "spec", [CHECKPOINT_TABLE, RUNTIME_TABLE, CACHE_TABLE], ids=lambda s: s.logical_id
+)
 def test_table_follows_its_shared_spec(synth: Synth, spec: TableSpec) -> None:
     # GIVEN the shared TableSpec
     key_schema = [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
@@ -241,6 +244,7 @@ def test_environment_names_only_settings_the_handlers_read(synth: Synth) -> None
     required = {
         CHECKPOINT_TABLE.env_var,
         RUNTIME_TABLE.env_var,
+        CACHE_TABLE.env_var,
         "LAMBDAGRAPH_PAYLOAD_BUCKET",
         *(spec.env_var for spec in STEP_QUEUES.values()),
         *(spec.dlq_env_var for spec in STEP_QUEUES.values() if spec.dlq_env_var),
@@ -258,6 +262,9 @@ def test_environment_names_only_settings_the_handlers_read(synth: Synth) -> None
         assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
         assert env[CHECKPOINT_TABLE.env_var] == {
             "Ref": synth.logical_id(synth.stack.storage.checkpoint_table)
+        }
+        assert env[CACHE_TABLE.env_var] == {
+            "Ref": synth.logical_id(synth.stack.storage.cache_table)
         }
         for priority, spec in STEP_QUEUES.items():
             assert env[spec.env_var] == {
