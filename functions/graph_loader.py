@@ -48,6 +48,8 @@ def load_graph(graph_id: str, settings: Settings) -> Any:
         settings.chat_model,
         settings.offline_model,
         settings.model_limits,
+        settings.models,
+        settings.run_models,
     )
     if key not in _CACHE:
         _CACHE[key] = _compile(graph_id, settings)
@@ -61,5 +63,5 @@ def _compile(graph_id: str, settings: Settings) -> Any:
     from functions.models.factory import platform_model
     from graphs.registry import get_factory
 
-    graph = get_factory(graph_id)(make_checkpointer(settings), platform_model(settings))
+    graph = get_factory(graph_id)(make_checkpointer(settings), platform_model(settings, graph_id))
     return attach_cache(graph, settings)

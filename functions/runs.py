@@ -96,6 +96,13 @@ class RunService:
             )
         if body.webhook is not None:
             check_webhook_url(body.webhook, self.settings)
+        if body.config:
+            from functions.models.routing import check_run_models
+
+            try:
+                check_run_models(body.config, self.settings.run_models)
+            except ValueError as exc:
+                raise InvalidRequestError(str(exc)) from exc
         start_checkpoint_id = body.start_checkpoint_id()
         if start_checkpoint_id:
             # Checked before anything is stored: an unknown checkpoint would start the run

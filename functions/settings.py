@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # Model prices (JSON, USD per million tokens) added to or replacing the built-in table
     # (functions/models/prices.py); checked when settings are read.
     model_prices: str = ""
+    # Models per node (JSON {"<graph>.<node>" or "<node>": "provider:model"}) and the models a
+    # run may pick in ``config.configurable.models`` (comma-separated): routing.py.
+    models: str = ""
+    run_models: str = ""
     # Shared rate limits and circuit breakers per model (JSON: {"model": {"rpm", "tpm",
     # "burst", "fallback"}}, functions/models/limits.py); empty = calls are not gated.
     model_limits: str = ""
@@ -154,6 +158,22 @@ class Settings(BaseSettings):
 
             parse_spec(value)
         return value.strip()
+
+    @field_validator("models")
+    @classmethod
+    def _model_routes(cls, value: str) -> str:
+        from functions.models.routing import parse_routes
+
+        parse_routes(value)
+        return value
+
+    @field_validator("run_models")
+    @classmethod
+    def _run_models(cls, value: str) -> str:
+        from functions.models.routing import parse_run_models
+
+        parse_run_models(value)
+        return value
 
     @field_validator("model_limits")
     @classmethod

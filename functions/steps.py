@@ -41,7 +41,7 @@ from functions.graph_loader import load_graph
 from functions.models.context import StepContext, step_context
 from functions.models.limits import RateLimited
 from functions.models.prices import price_table
-from functions.models.usage import Limits, RunUsage, UsageMeter, emit_step_metrics, exceeded
+from functions.models.usage import Limits, RunUsage, emit_step_metrics, exceeded
 from functions.queues import MAX_DELAY_S, StepMessage
 from functions.release_metrics import count_for_version
 from functions.resources import METRIC_STEP_FAILURES
@@ -49,6 +49,7 @@ from functions.runs import RunService
 from functions.settings import Settings
 from functions.store import Claim, RunRecord
 from functions.streaming.worker import finish_done_step, step_publisher
+from graphs.project import ProjectConfigError
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -184,6 +185,8 @@ class StepWorker:
         if not claim.claimed:
             return self._not_claimed(message, claim.run, delivery)
         assert claim.run is not None
+        from functions.models.meter import UsageMeter  # langchain_core: not at cold start
+
         meter = UsageMeter()
         try:
             return self._claimed(message, claim, token, delivery, meter)
@@ -237,7 +240,7 @@ class StepWorker:
         claim: Claim,
         token: str,
         delivery: Delivery,
-        meter: UsageMeter,
+        meter: Any,
     ) -> str:
         run = claim.run
         assert run is not None
@@ -269,6 +272,10 @@ class StepWorker:
         except NotFoundError as exc:
             # A redeploy removed the graph: retrying cannot help.
             self._end_error(run, token, "GraphNotFound", str(exc))
+            return "error"
+        except ProjectConfigError as exc:
+            # A langgraph.json entry that names no graph (docs/projects.md): nor can it here.
+            self._end_error(run, token, "GraphLoadError", str(exc))
             return "error"
 
         started = time.perf_counter()
@@ -327,7 +334,7 @@ class StepWorker:
         self._account(run, message, meter)
         return self._decide(graph, run, message, result, token)
 
-    def _account(self, run: RunRecord, message: StepMessage, meter: UsageMeter) -> None:
+    def _account(self, run: RunRecord, message: StepMessage, meter: Any) -> None:
         """Add the step's model usage to the run (written with the step's own record)."""
         step_usage = meter.take()
         if not step_usage:

@@ -50,6 +50,9 @@ def config_from_context(app: App, asset_dir: Path) -> StackConfig:
         budget_max_cost_usd=float(ctx("budgetMaxCostUsd", 0)),
         model_prices=str(ctx("modelPrices", "")),
         model_limits=str(ctx("modelLimits", "")),
+        chat_model=str(ctx("chatModel", "")),
+        models=str(ctx("models", "")),
+        run_models=str(ctx("runModels", "")),
     )
 
 

@@ -66,12 +66,23 @@ class StackConfig:
     model_prices: str = ""
     # Shared rate limits / breaker per model (JSON, functions/models/limits.py).
     model_limits: str = ""
+    # The deployment's model, models per node (JSON) and the models runs may pick.
+    chat_model: str = ""
+    models: str = ""
+    run_models: str = ""
 
     def __post_init__(self) -> None:
         from functions.models.limits import parse_limits
         from functions.models.prices import parse_prices
 
         parse_limits(self.model_limits)
+        from functions.models.factory import parse_spec
+        from functions.models.routing import parse_routes, parse_run_models
+
+        if self.chat_model:
+            parse_spec(self.chat_model)
+        parse_routes(self.models)
+        parse_run_models(self.run_models)
         if min(self.budget_max_steps, self.budget_max_tokens, self.budget_max_cost_usd) < 0:
             raise ValueError("budgets must be >= 0 (0 = no limit)")
         parse_prices(self.model_prices)  # a malformed table fails the synth, not a run
@@ -173,6 +184,9 @@ class LambdaGraphStack(Stack):
             "LAMBDAGRAPH_BUDGET_MAX_COST_USD": f"{config.budget_max_cost_usd:g}",
             "LAMBDAGRAPH_MODEL_PRICES": config.model_prices,
             "LAMBDAGRAPH_MODEL_LIMITS": config.model_limits,
+            "LAMBDAGRAPH_CHAT_MODEL": config.chat_model,
+            "LAMBDAGRAPH_MODELS": config.models,
+            "LAMBDAGRAPH_RUN_MODELS": config.run_models,
             "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": config.log_level,

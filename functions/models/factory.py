@@ -82,17 +82,31 @@ def chat_model(spec: str, **_: Any) -> BaseChatModel:
     return PROVIDERS[provider](model)
 
 
-def platform_model(settings: Any) -> BaseChatModel | None:
-    """The model the platform hands a graph (None: the graph's own offline model): the
-    configured one, behind the shared rate limits and breaker when limits are configured
-    (functions/models/managed.py)."""
+def platform_model(settings: Any, graph_id: str = "") -> BaseChatModel | None:
+    """The model the platform hands graph ``graph_id`` (None: the graph's own offline model):
+    the configured one; behind the shared rate limits and breaker when limits are configured
+    (functions/models/managed.py); choosing per node and per run when models per node or
+    per run are configured (functions/models/routing.py)."""
     from functions.models.limits import limits_table
+    from functions.models.routing import ModelMaker, RoutedChatModel, routes_for
 
     spec = settings.chat_model if settings.chat_model and not settings.offline_model else ""
     limits = limits_table(settings.model_limits)
-    if not limits:
+    routes = routes_for(settings)
+    per_run = bool(settings.run_models.strip())
+    if not limits and not routes and not per_run:
         return chat_model(spec) if spec else None
-    return managed(chat_model(spec or "fake:offline"), settings)
+
+    def make(wanted: str) -> BaseChatModel:
+        # The offline switch holds for every model a node or a run asks for.
+        model = chat_model("fake:offline" if settings.offline_model else wanted)
+        return managed(model, settings) if limits else model
+
+    maker = ModelMaker(make)
+    default = maker(spec or "fake:offline")
+    if not routes and not per_run:
+        return default
+    return RoutedChatModel(default=default, graph_id=graph_id, routes=routes, make=maker)
 
 
 def managed(model: BaseChatModel, settings: Any, *, depth: int = 0) -> BaseChatModel:

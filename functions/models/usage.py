@@ -1,7 +1,7 @@
 """Token and cost accounting: every model call of a step, attributed to the run and the step.
 
-The step worker hands LangGraph a ``UsageMeter`` (a LangChain callback handler) in the
-superstep's config; LangChain passes callbacks on to every chat model a node calls, so each
+The step worker hands LangGraph a ``UsageMeter`` (``meter.py``, a LangChain callback
+handler) in the superstep's config; LangChain passes callbacks on to every chat model a node calls, so each
 call's ``usage_metadata`` is counted under the model that made it, whatever the graph does.
 The step's usage is added to the run's totals (``RunUsage``), which are written with the
 step's own record (no extra request) and read by budgets, ``GET run``, the run-ended event
@@ -10,14 +10,10 @@ and the webhook payload.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.outputs import LLMResult
 
 from functions.models.prices import Price, price_for
 from functions.resources import METRICS_NAMESPACE, SERVICE_NAME
@@ -55,7 +51,8 @@ def _tokens(usage: Any, key: str) -> int:
     return int(value) if isinstance(value, int | float) and value > 0 else 0
 
 
-def _model_usage(usage_metadata: Any) -> ModelUsage:
+def model_usage(usage_metadata: Any) -> ModelUsage:
+    """One call's ``usage_metadata`` as counts."""
     details = usage_metadata.get("input_token_details") if isinstance(usage_metadata, dict) else {}
     return ModelUsage(
         calls=1,
@@ -63,65 +60,6 @@ def _model_usage(usage_metadata: Any) -> ModelUsage:
         output_tokens=_tokens(usage_metadata, "output_tokens"),
         cached_input_tokens=_tokens(details or {}, "cache_read"),
     )
-
-
-class UsageMeter(BaseCallbackHandler):
-    """Counts the model calls of one superstep, by model. Nodes run on threads: locked."""
-
-    # Called for model calls inside nodes run by LangGraph's executor threads too.
-    run_inline = True
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._names: dict[UUID, str] = {}
-        self.by_model: dict[str, ModelUsage] = {}
-
-    def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[Any]],
-        *,
-        run_id: UUID,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        metadata = metadata or {}
-        name = metadata.get("ls_model_name") or metadata.get("ls_provider")
-        if name:
-            with self._lock:
-                self._names[run_id] = str(name)
-
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            name = self._names.pop(run_id, None)
-        for generations in response.generations:
-            for generation in generations:
-                message = getattr(generation, "message", None)
-                usage = getattr(message, "usage_metadata", None)
-                if not usage:
-                    continue
-                meta = getattr(message, "response_metadata", None) or {}
-                # The model that answered (a fallback's name, a dated variant), else the
-                # one asked.
-                model = (
-                    meta.get("model_name")
-                    or name
-                    or meta.get("model_id")
-                    or meta.get("model")
-                    or "unknown"
-                )
-                with self._lock:
-                    self.by_model.setdefault(str(model), ModelUsage()).add(_model_usage(usage))
-
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            self._names.pop(run_id, None)
-
-    def take(self) -> dict[str, ModelUsage]:
-        """What was counted since the last ``take``, by model (counted once)."""
-        with self._lock:
-            taken, self.by_model = self.by_model, {}
-            return taken
 
 
 @dataclass

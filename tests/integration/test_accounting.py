@@ -226,7 +226,7 @@ def test_an_unpriced_model_is_counted_in_tokens_and_named(
 
 def test_usage_survives_a_message_that_has_none() -> None:
     # An AIMessage without usage_metadata (a provider that reports none) counts nothing.
-    from functions.models.usage import UsageMeter
+    from functions.models.meter import UsageMeter
 
     meter = UsageMeter()
 

@@ -17,7 +17,7 @@ from functions import clock
 from functions.models.factory import platform_model
 from functions.models.limits import ModelGate, ModelLimit, ModelUnavailable, RateLimited
 from functions.models.managed import ManagedChatModel, classify_error
-from functions.models.usage import UsageMeter
+from functions.models.meter import UsageMeter
 from graphs.offline_model import OfflineChatModel
 from tests.integration.conftest import Stack
 
