@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # run may pick in ``config.configurable.models`` (comma-separated): routing.py.
     models: str = ""
     run_models: str = ""
+    # On AWS: the Secrets Manager secret holding the OpenAI API key (infra/constructs/models.py).
+    openai_api_key_secret_arn: str = ""
     # Shared rate limits and circuit breakers per model (JSON: {"model": {"rpm", "tpm",
     # "burst", "fallback"}}, functions/models/limits.py); empty = calls are not gated.
     model_limits: str = ""

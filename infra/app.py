@@ -81,7 +81,12 @@ def attach_nag(app: App) -> None:
 
 
 def main() -> None:
-    app, _stack = build_app(build_asset())
+    # The context (cdk.json, -c) says which model providers the deployment names: their
+    # SDKs go into the bundle (the offline model needs none).
+    from functions.models.factory import parse_spec
+
+    specs = config_from_context(App(), Path(".")).model_specs()
+    app, _stack = build_app(build_asset(providers={parse_spec(s)[0] for s in specs}))
     app.synth()
 
 

@@ -33,6 +33,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -374,16 +375,39 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
-def build_asset(*, require_bytecode: bool = False) -> Path:
+# The provider SDK each model provider needs (the ``models`` extra of pyproject.toml).
+PROVIDER_PACKAGES = {"openai": "langchain-openai", "bedrock": "langchain-aws"}
+
+
+def model_requirements(
+    providers: set[str], pyproject: Path = REPO_ROOT / "pyproject.toml"
+) -> list[str]:
+    """The ``models`` extra's requirements for the providers a deployment names."""
+    extra = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]["models"]
+    wanted = {PROVIDER_PACKAGES[p] for p in providers if p in PROVIDER_PACKAGES}
+    return [req for req in extra if _dist_name(req) in wanted]
+
+
+def _dist_name(requirement: str) -> str:
+    """``"langchain_AWS>=0.2"`` -> ``"langchain-aws"`` (PEP 503 normalized)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", requirement)[0]).lower()
+
+
+def build_asset(*, require_bytecode: bool = False, providers: set[str] | None = None) -> Path:
     """The full deployment asset: what `make synth` and `make deploy` upload.
 
     A LangGraph project's graphs are imported here first (``check_project_graphs``): on
     Lambda a wrong entry would only show when its first run fails, after every attempt.
+    ``providers``: the model providers the deployment names; their SDKs are bundled.
     """
     project = configured_project()
     if project is not None:
         check_project_graphs(project)
-    deps = build_dependencies(runtime_requirements() + project_requirements(project))
+    deps = build_dependencies(
+        runtime_requirements()
+        + model_requirements(providers or set())
+        + project_requirements(project)
+    )
     python = find_lambda_python()
     if python is None:
         message = (

@@ -31,6 +31,7 @@ from infra.constructs.api import Api
 from infra.constructs.approvals import ApprovalNotifier, ApprovalResources
 from infra.constructs.deployment import CanaryDeployments
 from infra.constructs.housekeeping import Housekeeping
+from infra.constructs.models import ModelAccess, named_specs
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.nag import acknowledge
 from infra.constructs.queues import StepQueues
@@ -72,20 +73,29 @@ class StackConfig:
     run_models: str = ""
 
     def __post_init__(self) -> None:
-        from functions.models.limits import parse_limits
+        # A malformed setting fails the synth, not a run.
+        from functions.models.factory import parse_spec
         from functions.models.prices import parse_prices
 
-        parse_limits(self.model_limits)
-        from functions.models.factory import parse_spec
-        from functions.models.routing import parse_routes, parse_run_models
-
-        if self.chat_model:
-            parse_spec(self.chat_model)
-        parse_routes(self.models)
-        parse_run_models(self.run_models)
         if min(self.budget_max_steps, self.budget_max_tokens, self.budget_max_cost_usd) < 0:
             raise ValueError("budgets must be >= 0 (0 = no limit)")
-        parse_prices(self.model_prices)  # a malformed table fails the synth, not a run
+        parse_prices(self.model_prices)
+        if self.chat_model:
+            parse_spec(self.chat_model)
+        self.model_specs()
+
+    def model_specs(self) -> set[str]:
+        """Every ``provider:model`` this deployment may make (what model access covers)."""
+        from functions.models.limits import parse_limits
+        from functions.models.routing import parse_routes, parse_run_models
+
+        fallbacks = [limit.fallback for limit in parse_limits(self.model_limits).values()]
+        return named_specs(
+            self.chat_model,
+            parse_routes(self.models),
+            parse_run_models(self.run_models),
+            [f for f in fallbacks if f],
+        )
 
 
 class LambdaGraphStack(Stack):
@@ -98,6 +108,7 @@ class LambdaGraphStack(Stack):
         self.queues = StepQueues(self, "Queues")
         self.approvals = ApprovalResources(self, "Approvals", sender=config.approval_sender)
         self.webhooks = Webhooks(self, "Webhooks")
+        self.models = ModelAccess(self, "Models", specs=config.model_specs())
         environment = self._environment(config)
         # One asset for every function: only the handler string differs.
         code = lambda_.Code.from_asset(str(config.asset_dir))
@@ -123,6 +134,8 @@ class LambdaGraphStack(Stack):
         )
         self.webhook_sender = self.webhooks.add_sender(code=code, environment=environment)
         self._grant()
+        # Model access (Bedrock models, the OpenAI key) for the models named, worker only.
+        self.models.grant(self.worker.handler)
 
         functions = [
             self.api.handler,
@@ -196,6 +209,7 @@ class LambdaGraphStack(Stack):
             if spec.dlq_env_var:
                 env[spec.dlq_env_var] = self.queues.dlqs[priority].queue_url
         env.update(self.webhooks.environment())
+        env.update(self.models.environment())
         return env
 
     def _grant(self) -> None:

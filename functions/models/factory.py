@@ -27,8 +27,40 @@ def _openai(model: str) -> BaseChatModel:
         from langchain_openai import ChatOpenAI
     except ImportError as exc:
         raise ModelSpecError(_missing("openai", "langchain-openai")) from exc
-    chat: BaseChatModel = ChatOpenAI(model=model, stream_usage=True)
+    kwargs: dict[str, Any] = {}
+    key = openai_api_key()
+    if key:
+        kwargs["api_key"] = key
+    chat: BaseChatModel = ChatOpenAI(model=model, stream_usage=True, **kwargs)
     return chat
+
+
+def openai_api_key() -> str | None:
+    """On AWS the key is in Secrets Manager (``LAMBDAGRAPH_OPENAI_API_KEY_SECRET_ARN``: the
+    key itself, or JSON ``{"api_key": ...}``); elsewhere None and ChatOpenAI reads
+    ``OPENAI_API_KEY`` itself. Never logged."""
+    import json
+
+    from functions.settings import get_settings
+
+    arn = get_settings().openai_api_key_secret_arn
+    if not arn:
+        return None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from functions import aws
+
+    try:
+        text = str(aws.secrets_client().get_secret_value(SecretId=arn)["SecretString"])
+    except (ClientError, BotoCoreError) as exc:
+        raise ModelSpecError(
+            f"the OpenAI API key could not be read from Secrets Manager ({type(exc).__name__})"
+        ) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return text.strip()
+    return str(data.get("api_key", "")).strip() if isinstance(data, dict) else text.strip()
 
 
 def _bedrock(model: str) -> BaseChatModel:

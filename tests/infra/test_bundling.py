@@ -271,3 +271,12 @@ def test_the_build_imports_every_project_graph_first(
     # WHEN the asset is built with it THEN the build stops naming the entry
     with pytest.raises(ProjectConfigError, match=r"graph 'echo' \('./agent.py:grap'\)"):
         check_project_graphs(read_project(broken / "langgraph.json"))
+
+
+def test_the_bundle_carries_the_sdks_of_the_model_providers_named() -> None:
+    from infra.bundling import model_requirements
+
+    # the `models` extra of pyproject.toml, only for the providers a deployment names
+    assert [r.split(">")[0] for r in model_requirements({"openai"})] == ["langchain-openai"]
+    assert [r.split(">")[0] for r in model_requirements({"bedrock"})] == ["langchain-aws"]
+    assert model_requirements({"fake"}) == []

@@ -161,3 +161,23 @@ def test_tools_are_formatted_by_the_model_chosen_at_call_time() -> None:
         ["a:lookup"],
         ["b:lookup"],
     ]
+
+
+@pytest.mark.parametrize("stored", ["sk-test-123", json.dumps({"api_key": "sk-test-123"})])
+def test_the_openai_key_is_read_from_its_secret_on_aws(
+    moto_endpoint: str, monkeypatch: Any, stored: str
+) -> None:
+    import boto3
+
+    from functions.models.factory import openai_api_key
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    secrets = boto3.client("secretsmanager", endpoint_url=moto_endpoint)
+    arn = secrets.create_secret(Name=f"openai-{len(stored)}", SecretString=stored)["ARN"]
+    monkeypatch.setenv("LAMBDAGRAPH_OPENAI_API_KEY_SECRET_ARN", arn)
+    assert openai_api_key() == "sk-test-123"
+    monkeypatch.delenv("LAMBDAGRAPH_OPENAI_API_KEY_SECRET_ARN")
+    from functions.settings import get_settings
+
+    get_settings.cache_clear()
+    assert openai_api_key() is None  # ChatOpenAI then reads OPENAI_API_KEY itself
