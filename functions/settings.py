@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions.resources import API_JOIN_TIMEOUT_S, STEP_LEASE_S, STEP_TIMINGS
@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     # run may pick in ``config.configurable.models`` (comma-separated): routing.py.
     models: str = ""
     run_models: str = ""
+    # LangSmith's own switch (``LANGSMITH_TRACING``, or the older ``LANGCHAIN_TRACING_V2``):
+    # LangChain traces by itself; the step worker only sends what is queued before Lambda
+    # freezes the process.
+    langsmith_tracing: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"),
+    )
     # On AWS: the Secrets Manager secret holding the OpenAI API key (infra/constructs/models.py).
     openai_api_key_secret_arn: str = ""
     # Shared rate limits and circuit breakers per model (JSON: {"model": {"rpm", "tpm",

@@ -71,8 +71,16 @@ def handler(
         logger.info("step handled", extra={"outcome": outcome})
         return outcome
 
-    return dict(
-        process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
+    try:
+        return dict(
+            process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
         )
-    )
+    finally:
+        if step_worker.settings.langsmith_tracing:
+            # LangSmith sends traces from a background thread; Lambda freezes the process
+            # when the handler returns, so they are sent before it does.
+            from langchain_core.tracers.langchain import wait_for_all_tracers
+
+            wait_for_all_tracers()

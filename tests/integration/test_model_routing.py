@@ -181,3 +181,28 @@ def test_the_openai_key_is_read_from_its_secret_on_aws(
 
     get_settings.cache_clear()
     assert openai_api_key() is None  # ChatOpenAI then reads OPENAI_API_KEY itself
+
+
+def test_with_langsmith_tracing_on_each_invocation_sends_its_traces_before_returning(
+    moto_endpoint: str, monkeypatch: Any
+) -> None:
+    import langchain_core.tracers.langchain as tracers
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    flushed: list[int] = []
+    monkeypatch.setattr(tracers, "wait_for_all_tracers", lambda: flushed.append(1))
+    # GIVEN a worker whose deployment sets LANGSMITH_TRACING (LangChain then traces itself)
+    stack = Stack(moto_endpoint, langsmith_tracing=True)
+    thread_id = stack.create_thread()
+    stack.start_run(thread_id, input=TEXT)
+    # WHEN its step messages are handled, one invocation each
+    invocations = stack.pump()
+    # THEN every invocation waited for the tracers before returning (Lambda freezes after)
+    assert invocations >= 2
+    assert len(flushed) == invocations
+    # AND without tracing none does
+    flushed.clear()
+    plain = Stack(moto_endpoint)
+    plain.start_run(plain.create_thread(), input=TEXT)
+    plain.pump()
+    assert flushed == []
