@@ -279,12 +279,15 @@ class StepWorker:
             return "error"
 
         started = time.perf_counter()
+        # A deferred attempt is not counted (``defer_step``) but may have published events:
+        # its retry numbers its stream items after them, as a retry after a crash does.
+        stream_attempt = claim.attempt + run.deferrals
         with _Heartbeat(self, run, token, message, delivery):
             retry = run.claimed_step == message.step
             done = self._already_done(graph, run, message) if retry else None
             if isinstance(done, StepResult):
                 result = done
-                finish_done_step(self.settings, run, message.step, claim.attempt, done.values)
+                finish_done_step(self.settings, run, message.step, stream_attempt, done.values)
             else:
                 graph_input, config = self._input_and_config(run, message)
                 # LangChain hands the config's callbacks to every model a node calls.
@@ -296,7 +299,7 @@ class StepWorker:
                     config["configurable"].pop("checkpoint_id", None)
                 # A run that asked for a stream publishes this step's events as they come.
                 publisher = step_publisher(
-                    self.settings, run, message.step, claim.attempt, resumed=graph_input is None
+                    self.settings, run, message.step, stream_attempt, resumed=graph_input is None
                 )
                 try:
                     try:
@@ -310,6 +313,13 @@ class StepWorker:
                             )
                         ):
                             result = run_superstep(graph, graph_input, config, publisher)
+                    except RateLimited:
+                        # The step runs again, going on from what it published: all but
+                        # the deferred task's error, which is not part of its stream.
+                        if publisher is not None:
+                            publisher.close(drop_task_errors=True)
+                            publisher = None
+                        raise
                     finally:
                         if publisher is not None:
                             publisher.close()

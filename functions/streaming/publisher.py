@@ -189,8 +189,17 @@ class StepPublisher:
             if closing and not self._buffer:
                 return
 
-    def close(self) -> None:
-        """Write what is left and wait for it; raises if a write failed."""
+    def close(self, *, drop_task_errors: bool = False) -> None:
+        """Write what is left and wait for it; raises if a write failed.
+
+        ``drop_task_errors``: the step is deferred and runs again; the failed task's result
+        (``tasks``/``debug`` events with an error) is left out, as a crash would have left
+        it out, so the retry's events continue the stream."""
+        if drop_task_errors:
+            with self._wake:
+                kept = [e for e in self._buffer if not _task_error(*e)]
+                self._buffered_bytes = sum(len(n) + len(d) for n, d in kept)
+                self._buffer = kept
         if self._overlap is not None:
             for event in self._overlap.settle():
                 self._append(*event, False)
@@ -201,6 +210,16 @@ class StepPublisher:
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+
+def _task_error(name: str, data: str) -> bool:
+    """A ``tasks`` or ``debug`` event reporting a task that raised."""
+    if not name.startswith(("tasks", "debug")) or '"error"' not in data:
+        return False
+    event = json.loads(data)
+    if name.startswith("debug"):
+        event = event.get("payload") if event.get("type") == "task_result" else None
+    return isinstance(event, dict) and event.get("error") is not None
 
 
 class _Overlap:

@@ -308,3 +308,30 @@ def _wait_for_message(stack: Stack, timeout_s: float = 20) -> tuple[str, dict[st
             return batch[0]
         time.sleep(0.5)
     raise AssertionError("no step message came back")
+
+
+def test_a_deferred_steps_stream_events_are_read_once(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, frozen: FrozenClock
+) -> None:
+    from tests.integration.test_streaming import BILLING, STEP_MODES, _tail
+    from tests.stream_parity import comparable, reference_stream
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    # GIVEN what the official server streams for the run in one process
+    expected = reference_stream("support", BILLING, STEP_MODES)
+    # AND a deployment whose model makes 1 call at once, 6 a minute
+    stack = Stack(moto_endpoint, model_limits=json.dumps({"offline": {"rpm": 6, "burst": 1}}))
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, input=BILLING, stream_mode=STEP_MODES, stream_resumable=True)
+    # WHEN a step is deferred for want of capacity, then runs
+    stack.pump()
+    record = stack.store.get_run(thread_id, run["run_id"])
+    assert record is not None
+    assert record.deferrals == 1
+    priority, waiting = _wait_for_message(stack)
+    frozen.advance(10)
+    stack.deliver(priority, [waiting])
+    stack.pump()
+    # THEN the stream is the official one: the deferred step's events once, none missing
+    events = _tail(stack, thread_id, run["run_id"])
+    assert comparable([(n, d) for n, d, _ in events[1:]]) == comparable(expected)
