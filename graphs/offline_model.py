@@ -282,7 +282,7 @@ def _research(messages: Sequence[BaseMessage], names: list[str]) -> tuple[str, l
         retry = [c for c in rounds[-1].tool_calls if c["id"] in failed]
         if retry:
             return "", [_call(messages, c["name"], c["args"], n) for n, c in enumerate(retry)]
-    return _answer(turn), []
+    return _answer(question, turn), []
 
 
 def _observations(turn: Sequence[BaseMessage]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
@@ -310,17 +310,32 @@ def _observations(turn: Sequence[BaseMessage]) -> tuple[list[dict[str, Any]], li
     return list(hits.values()), sums, errors
 
 
-def _first_sentence(text: str) -> str:
-    sentence = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
-    return sentence if sentence.endswith((".", "!", "?")) else f"{sentence}."
+_COMMON_WORDS = frozenset(
+    {"a", "an", "and", "are", "do", "does", "for", "how", "i", "in", "is", "it", "much"}
+    | {"my", "of", "on", "or", "the", "to", "what", "when", "which", "with", "you"}
+)
 
 
-def _answer(turn: Sequence[BaseMessage]) -> str:
+def _best_sentence(text: str, question: str) -> str:
+    """The sentence of ``text`` sharing the most words with ``question`` (the first on ties)."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+    if not sentences:
+        return ""
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z0-9]+", text.lower())) - _COMMON_WORDS
+
+    asked = words(question)
+    best = max(sentences, key=lambda s: len(asked & words(s)))
+    return best if best.endswith((".", "!", "?")) else f"{best}."
+
+
+def _answer(question: str, turn: Sequence[BaseMessage]) -> str:
     hits, sums, errors = _observations(turn)
     parts = []
     if hits:
         top = hits[0]
-        parts.append(f"{_first_sentence(str(top.get('snippet', '')))} [{top['id']}]")
+        parts.append(f"{_best_sentence(str(top.get('snippet', '')), question)} [{top['id']}]")
         more = ", ".join(f"[{h['id']}]" for h in hits[1:3])
         if more:
             parts.append(f"See also {more}.")
