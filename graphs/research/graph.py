@@ -1,20 +1,22 @@
-"""plan -> research (a subgraph: a ReAct agent and a reviewer) -> review -> answer.
+"""plan -> agent <-> research (one tool call, a subgraph) -> check -> review -> answer.
 
-``research`` is a ReAct loop: ``agent`` calls the model with the tools bound
-(``search_docs`` over the documents in ``docs/``, ``calculator``); each tool call it makes is
-a ``tool`` task of its own (``Send``), and their observations go back to ``agent``, until it
-answers without calling a tool. ``check`` then reviews the draft (it must cite only documents
-the searches returned, at least one when there were any, and state every calculation's
-value) and sends it back with a note, at most ``max_revisions`` times. After
-``max_tool_rounds`` rounds of tool calls a further request for tools is not run: ``capped``
-answers with what is known. Every model call and every round of tool calls is its own
-superstep, so each is checkpointed before the next starts.
+A ReAct agent: ``agent`` calls the model with the tools bound (``search_docs`` over the
+documents in ``docs/``, ``calculator``); each tool call it makes is a ``research`` task of its
+own (``Send`` to a one-node subgraph), ``count_round`` counts the round, and the observations
+go back to ``agent``, until it answers without calling a tool. ``check`` then reviews the
+draft (it must cite only documents the searches returned, at least one when there were any,
+and state every calculation's value) and sends it back with a note, at most
+``max_revisions`` times. After ``max_tool_rounds`` rounds of tool calls a further request
+for tools is not run: ``capped`` answers with what is known. The loop lives in the parent
+graph because lambdagraph runs one superstep of it per Lambda invocation (a subgraph's own
+supersteps all run within one of its parent's): so every model call and every round of tool
+calls is its own step message and checkpoint.
 
 A tool that fails, hangs past ``tool_timeout_s`` or returns malformed data, and a call the
 model gets wrong (unknown tool, invalid arguments), is an observation with
 ``status="error"`` (graphs/research/tools.py), and the run goes on.
 
-What the graph shows of streams: ``plan`` and each ``tool`` task write progress with
+What the graph shows of streams: ``plan`` and each tool call write progress with
 ``get_stream_writer()`` (``custom`` events), ``agent`` streams model tokens (``messages``),
 ``research`` is a subgraph (``mode|research:<task>`` events with ``stream_subgraphs``), and
 ``review`` asks a human through ``interrupt()`` when the input sets ``review``. ``pause_s``
@@ -35,6 +37,7 @@ from typing import Annotated, Any, Literal
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
+    AnyMessage,
     BaseMessage,
     HumanMessage,
     SystemMessage,
@@ -43,7 +46,7 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
-from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph import END, START, MessagesState, StateGraph, add_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, Send, interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -82,32 +85,27 @@ class ResearchState(MessagesState):
     review: bool
     pause_s: float
     approved: bool
-
-
-class AgentInput(MessagesState):
-    """What the ``research`` subgraph takes from the parent: not its notes, so that the
-    notes it hands back are only its own (the parent's reducer appends them)."""
-
-    pause_s: float
-
-
-class AgentOutput(MessagesState):
-    notes: Annotated[list[str], operator.add]
-
-
-class AgentState(AgentInput):
-    notes: Annotated[list[str], operator.add]
-    # This question's rounds of tool calls, and the times the reviewer sent the draft back
-    # (the subgraph's own: it starts afresh for each question).
+    # This question's rounds of tool calls, and the times the reviewer sent the draft back.
     tool_rounds: int
     revisions: int
 
 
 class ToolTask(TypedDict):
-    """What one ``tool`` task gets (``Send``): the call, and the run's pause."""
+    """What one ``research`` task gets (``Send``): the call, and the run's pause."""
 
     call: ToolCall
     pause_s: float
+
+
+class ToolOutput(TypedDict):
+    """What a ``research`` task hands back: its observation and its note."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    notes: Annotated[list[str], operator.add]
+
+
+class ToolRunState(ToolTask, ToolOutput):
+    """The ``research`` subgraph's state: one tool call and what came of it."""
 
 
 def build_graph(
@@ -125,23 +123,23 @@ def build_graph(
 
     def plan(state: ResearchState) -> dict[str, Any]:
         get_stream_writer()({"stage": "plan", "status": "planning"})
-        return {"notes": ["plan: search the docs"]}
+        # A new question starts its own budget of tool rounds and revisions.
+        return {"notes": ["plan: search the docs"], "tool_rounds": 0, "revisions": 0}
 
-    def agent(state: AgentState) -> dict[str, Any]:
+    def agent(state: ResearchState) -> dict[str, Any]:
         answer = bound.invoke([SystemMessage(prompts.AGENT), *state["messages"]])
         return {"messages": [answer]}
 
-    def after_agent(state: AgentState, config: RunnableConfig) -> Any:
-        last = state["messages"][-1]
-        calls = _calls(last)
+    def after_agent(state: ResearchState, config: RunnableConfig) -> Any:
+        calls = _calls(state["messages"][-1])
         if not calls:
             return "check"
         if state.get("tool_rounds", 0) >= ResearchOptions.of(config).max_tool_rounds:
             return "capped"
         pause = min(max(float(state.get("pause_s") or 0), 0.0), MAX_PAUSE_S)
-        return [Send("tool", ToolTask(call=call, pause_s=pause)) for call in calls]
+        return [Send("research", ToolTask(call=call, pause_s=pause)) for call in calls]
 
-    def tool(task: ToolTask, config: RunnableConfig) -> dict[str, Any]:
+    def tool(task: ToolRunState, config: RunnableConfig) -> dict[str, Any]:
         call = task["call"]
         writer = get_stream_writer()
         stage = call.get("name") or "tool"
@@ -159,13 +157,19 @@ def build_graph(
         writer(done)
         return {"messages": [observation], "notes": [note]}
 
-    def count_round(state: AgentState) -> dict[str, Any]:
+    # One tool call, as a subgraph: its progress events carry the ``research:<task>``
+    # namespace, and parallel calls of one round are tasks of the same superstep.
+    research = StateGraph(ToolRunState, input_schema=ToolTask, output_schema=ToolOutput)
+    research.add_node("tool", tool)  # type: ignore[call-overload]  # mypy: TypedDict mixin
+    research.add_edge(START, "tool")
+    research.add_edge("tool", END)
+
+    def count_round(state: ResearchState) -> dict[str, Any]:
         # After the tool tasks of one round: one superstep that counts the round.
         return {"tool_rounds": state.get("tool_rounds", 0) + 1}
 
-    def capped(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    def capped(state: ResearchState, config: RunnableConfig) -> dict[str, Any]:
         limit = ResearchOptions.of(config).max_tool_rounds
-        last = state["messages"][-1]
         refused = [
             ToolMessage(
                 content=f"Error: not run: the limit of {limit} rounds of tool calls was reached",
@@ -173,7 +177,7 @@ def build_graph(
                 tool_call_id=call.get("id") or "",
                 status="error",
             )
-            for call in _calls(last)
+            for call in _calls(state["messages"][-1])
         ]
         text = (
             f"I could not finish the research within {limit} rounds of tool calls. "
@@ -184,7 +188,7 @@ def build_graph(
             "notes": [f"agent: stopped after {limit} tool rounds"],
         }
 
-    def check(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    def check(state: ResearchState, config: RunnableConfig) -> dict[str, Any]:
         problems = review_draft(state["messages"])
         if not problems:
             return {"notes": ["check: draft accepted"]}
@@ -196,24 +200,11 @@ def build_graph(
             "notes": ["check: sent back"],
         }
 
-    def after_check(state: AgentState) -> Literal["agent", "__end__"]:
+    def after_check(state: ResearchState) -> Literal["agent", "review"]:
         last = state["messages"][-1]
         if isinstance(last, HumanMessage) and last.name == REVIEWER_NAME:
             return "agent"
-        return "__end__"
-
-    research = StateGraph(AgentState, input_schema=AgentInput, output_schema=AgentOutput)
-    research.add_node("agent", agent)
-    research.add_node("tool", tool)  # type: ignore[arg-type]  # a Send target: ToolTask in
-    research.add_node("count_round", count_round)
-    research.add_node("capped", capped)
-    research.add_node("check", check)
-    research.add_edge(START, "agent")
-    research.add_conditional_edges("agent", after_agent, ["tool", "capped", "check"])
-    research.add_edge("tool", "count_round")
-    research.add_edge("count_round", "agent")
-    research.add_edge("capped", END)
-    research.add_conditional_edges("check", after_check, ["agent", END])
+        return "review"
 
     def review(state: ResearchState) -> dict[str, Any]:
         if not state.get("review"):
@@ -232,13 +223,22 @@ def build_graph(
 
     builder = StateGraph(ResearchState)
     builder.add_node("plan", plan)
+    builder.add_node("agent", agent)
     builder.add_node("research", research.compile())
+    builder.add_node("count_round", count_round)
+    builder.add_node("capped", capped)
+    builder.add_node("check", check)
     builder.add_node("review", review)
     builder.add_node("answer", answer)
     builder.add_edge(START, "plan")
-    builder.add_edge("plan", "research")
-    builder.add_edge("research", "review")
+    builder.add_edge("plan", "agent")
+    builder.add_conditional_edges("agent", after_agent, ["research", "capped", "check"])
+    builder.add_edge("research", "count_round")
+    builder.add_edge("count_round", "agent")
+    builder.add_edge("capped", "review")
+    builder.add_conditional_edges("check", after_check, ["agent", "review"])
     builder.add_edge("review", "answer")
+    builder.add_edge("answer", END)
     return builder.compile(checkpointer=checkpointer, name="research")
 
 
