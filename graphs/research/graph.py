@@ -54,7 +54,7 @@ from typing_extensions import TypedDict
 
 from graphs.offline_model import CALCULATOR_TOOL, REVIEWER_NAME, SEARCH_TOOL, OfflineChatModel
 from graphs.research import prompts
-from graphs.research.tools import ResearchTool, default_tools, run_tool
+from graphs.research.tools import INVALID_ARGS, ResearchTool, default_tools, run_tool
 
 MAX_PAUSE_S = 5.0
 _CITATION = re.compile(r"\[([a-z0-9][a-z0-9_.-]*)\]")
@@ -253,7 +253,7 @@ def _calls(message: BaseMessage) -> list[ToolCall]:
         calls.append(
             ToolCall(
                 name=bad.get("name") or "unknown",
-                args={"__invalid__": str(bad.get("args") or "")[:200]},
+                args={INVALID_ARGS: str(bad.get("args") or "")[:200]},
                 id=bad.get("id") or f"invalid-{n}",
                 type="tool_call",
             )

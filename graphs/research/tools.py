@@ -32,6 +32,8 @@ from pydantic import BaseModel, Field, ValidationError
 from graphs.offline_model import CALCULATOR_TOOL, SEARCH_TOOL
 
 DOCS_DIR = Path(__file__).resolve().parent / "docs"
+# The argument a call carries when the model's arguments were not JSON (``invalid_tool_calls``).
+INVALID_ARGS = "__invalid_json__"
 MAX_EXPRESSION_CHARS = 200
 MAX_EXPONENT = 64
 MAX_MAGNITUDE = 1e15
@@ -294,6 +296,9 @@ def run_tool(
     spec = tools.get(name)
     if spec is None:
         return _error(call, f"unknown tool {name!r}; the tools are: {', '.join(sorted(tools))}")
+    if INVALID_ARGS in (call.get("args") or {}):
+        text = call["args"][INVALID_ARGS]
+        return _error(call, f"the arguments for {name} are not valid JSON: {text}")
     schema = spec.tool.args_schema
     try:
         args = call.get("args") or {}
