@@ -51,10 +51,12 @@ BUILTIN_GRAPHS: dict[str, GraphFactory] = {"support": _support, "research": _res
 GRAPHS: dict[str, GraphFactory] = dict(BUILTIN_GRAPHS)
 
 DESCRIPTIONS: dict[str, str | None] = {
-    "support": "Customer-support supervisor: classify, then billing/technical/general "
-    "specialist, or a human approval before cancelling an account or issuing a refund.",
-    "research": "Plan, research in a subgraph (custom progress events, model tokens), "
-    "an optional human review, answer: shows what run streams carry.",
+    "support": "Customer-support supervisor: a structured classification (route, "
+    "confidence, reason), then the billing/technical/general specialist; a human checks a "
+    "low-confidence route and approves cancelling an account or issuing a refund.",
+    "research": "A ReAct agent in a subgraph: searches the bundled Quillstream docs and "
+    "calculates with tools (errors and timeouts are observations), a reviewer checks the "
+    "draft's citations, an optional human review; shows what run streams carry.",
 }
 
 

@@ -1,8 +1,9 @@
 """System prompts. The bracketed tags let the offline model tell the prompts apart."""
 
 CLASSIFY = (
-    "[classify] You route customer-support messages. Answer with exactly one word: "
-    "billing, technical, general, or cancel (the customer wants to close their account)."
+    "[classify] You route customer-support messages to billing, technical, general, or "
+    "cancel (the customer wants to close their account). Give the route, your confidence "
+    "from 0 to 1 (low when the message fits no route or several), and a short reason."
 )
 
 SPECIALISTS: dict[str, str] = {

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from graphs.offline_model import OfflineChatModel, classify_text
+from graphs.offline_model import OfflineChatModel, classify_text, classify_with_confidence
 from graphs.registry import get_factory, graph_ids
+from graphs.support import build_graph as build_support
 from graphs.support import prompts
+from graphs.support.graph import DEFAULT_CONFIDENCE_THRESHOLD, HANDOFF_REPLY
+from graphs.support.state import Classification
+from tests.fake_models import ScriptedModel, tool_call
 
 
 @pytest.mark.parametrize(
@@ -115,3 +119,164 @@ def test_a_refund_without_an_amount_stays_with_billing() -> None:
     )
     assert "__interrupt__" not in result
     assert result["route"] == "billing:done"
+
+
+# --- structured classification and low confidence ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "route", "confident"),
+    [
+        ("I was charged twice on my invoice", "billing", True),
+        ("The app crashes with an error", "technical", True),
+        ("hi", "general", True),
+        ("What are your opening hours?", "general", True),
+        ("Do you sell gift cards?", "general", False),
+        ("My refund page shows an error", "billing", False),
+    ],
+    ids=["billing", "technical", "greeting", "question", "no-keyword", "two-routes"],
+)
+def test_confidence_comes_from_the_keyword_hits(text: str, route: str, confident: bool) -> None:
+    got_route, confidence, reason = classify_with_confidence(text)
+    assert got_route == route
+    assert 0.0 <= confidence <= 1.0
+    assert (confidence >= DEFAULT_CONFIDENCE_THRESHOLD) is confident
+    assert reason
+
+
+def test_the_offline_model_gives_structured_output_through_tool_calling() -> None:
+    # WHEN the classifier prompt is answered with the schema bound, as with_structured_output binds it
+    structured = OfflineChatModel().with_structured_output(Classification, include_raw=True)
+    answer = structured.invoke(
+        [SystemMessage(prompts.CLASSIFY), HumanMessage("I was charged twice on my invoice")]
+    )
+
+    # THEN the raw reply is a tool call of the schema, parsed into the pydantic model
+    assert isinstance(answer, dict)
+    (call,) = answer["raw"].tool_calls
+    assert call["name"] == "Classification"
+    assert answer["parsing_error"] is None
+    assert answer["parsed"] == Classification(
+        route="billing", confidence=0.8, reason="billing keywords: charge, invoice"
+    )
+
+
+def test_the_classification_is_kept_in_the_state() -> None:
+    result = _graph().invoke(  # type: ignore[attr-defined]
+        {"messages": [{"role": "user", "content": "my invoice is wrong"}]},
+        {"configurable": {"thread_id": "t"}},
+    )
+    assert result["route"] == "billing:done"
+    assert result["confidence"] == 0.7
+    assert result["reason"] == "billing keywords: invoice"
+
+
+UNSURE = "Do you sell gift cards?"
+
+
+def _unsure(graph: object, config: dict[str, object]) -> object:
+    first = graph.invoke({"messages": [{"role": "user", "content": UNSURE}]}, config)  # type: ignore[attr-defined]
+    (asked,) = first["__interrupt__"]
+    return asked
+
+
+def test_low_confidence_asks_a_human_before_any_reply() -> None:
+    graph = _graph()
+    config = {"configurable": {"thread_id": "t"}}
+
+    # WHEN a message matches no route
+    asked = _unsure(graph, config)
+
+    # THEN an approval (the platform's shape) proposes the route with its confidence
+    value = asked.value  # type: ignore[attr-defined]
+    assert value["type"] == "approval"
+    assert value["summary"] == "Route this message to general (the classifier is 30% sure)?"
+    assert value["action"] == {"type": "route", "route": "general", "confidence": 0.3}
+    assert value["why"] == "no route keyword matched"
+    assert value["message"] == UNSURE
+    state = graph.get_state(config)  # type: ignore[attr-defined]
+    assert state.next == ("triage",)
+    assert all(m.type == "human" for m in state.values["messages"])
+
+
+@pytest.mark.parametrize(
+    ("decision", "route", "reply"),
+    [
+        ({"decision": "approve", "approved": True}, "general:done", "Thanks for reaching out"),
+        (
+            {"decision": "reject", "approved": False, "comment": "this is billing"},
+            "billing:done",
+            "Billing here",
+        ),
+        ({"decision": "reject", "approved": False, "comment": None}, "human:done", HANDOFF_REPLY),
+        ({"decision": "expired", "approved": False}, "human:done", HANDOFF_REPLY),
+    ],
+    ids=["approved", "rerouted", "rejected", "expired"],
+)
+def test_the_reviewers_decision_routes_the_message(
+    decision: dict[str, object], route: str, reply: str
+) -> None:
+    graph = _graph()
+    config = {"configurable": {"thread_id": "t"}}
+    _unsure(graph, config)
+
+    done = graph.invoke(Command(resume=decision), config)  # type: ignore[attr-defined]
+
+    assert done["route"] == route
+    assert done["messages"][-1].content.startswith(reply)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "text", "asks"),
+    [
+        (0.9, "my invoice is wrong", True),
+        (0.0, UNSURE, False),
+        ("0.75", "my invoice is wrong", True),
+    ],
+)
+def test_the_threshold_is_configurable(threshold: object, text: str, asks: bool) -> None:
+    config = {"configurable": {"thread_id": "t", "confidence_threshold": threshold}}
+    result = _graph().invoke({"messages": [{"role": "user", "content": text}]}, config)  # type: ignore[attr-defined]
+    assert ("__interrupt__" in result) is asks
+
+
+@pytest.mark.parametrize("threshold", [1.5, -0.1, "high"])
+def test_an_invalid_threshold_fails_saying_so(threshold: object) -> None:
+    config = {"configurable": {"thread_id": "t", "confidence_threshold": threshold}}
+    with pytest.raises(ValueError, match="confidence_threshold must be"):
+        _graph().invoke({"messages": [{"role": "user", "content": "hi"}]}, config)  # type: ignore[attr-defined]
+
+
+def test_an_unreadable_classification_goes_to_a_human() -> None:
+    # GIVEN a model whose classification misses the confidence and names no known route
+    bad = AIMessage(
+        content="",
+        tool_calls=[tool_call("Classification", {"route": "sales", "reason": "?"}, "c1")],
+    )
+    graph = build_support(InMemorySaver(), ScriptedModel(script=[bad]))
+    config = {"configurable": {"thread_id": "t"}}
+
+    # WHEN a message is classified
+    first = graph.invoke({"messages": [{"role": "user", "content": "hello"}]}, config)
+
+    # THEN a human is asked, told why
+    (asked,) = first["__interrupt__"]
+    assert asked.value["action"]["confidence"] == 0.0
+    assert asked.value["why"].startswith("the classifier's answer could not be read")
+
+
+def test_a_model_that_is_unsure_is_checked_even_on_a_keyword_message() -> None:
+    unsure = AIMessage(
+        content="",
+        tool_calls=[
+            tool_call(
+                "Classification",
+                {"route": "technical", "confidence": 0.2, "reason": "could be billing"},
+                "c1",
+            )
+        ],
+    )
+    graph = build_support(InMemorySaver(), ScriptedModel(script=[unsure]))
+    config = {"configurable": {"thread_id": "t"}}
+    first = graph.invoke({"messages": [{"role": "user", "content": "my invoice errors"}]}, config)
+    assert first["__interrupt__"][0].value["action"]["route"] == "technical"
