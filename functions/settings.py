@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # Consecutive failed calls that open a model's breaker, and how long it stays open.
     breaker_failures: int = Field(default=5, gt=0)
     breaker_cooldown_s: float = Field(default=60.0, gt=0)
+    # A managed model call not answered after this long is a timeout (retried, counted by
+    # the breaker); 0 = no limit. Under the step worker's 300 s function timeout.
+    model_timeout_s: float = Field(default=120.0, ge=0, lt=300)
     # Times a step may be deferred for want of model capacity before its run ends ``error``.
     max_deferrals: int = Field(default=200, gt=0)
     # The step queues' visibility timeout: a message a dead worker held comes back after it.

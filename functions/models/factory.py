@@ -162,4 +162,6 @@ def managed(model: BaseChatModel, settings: Any, *, depth: int = 0) -> BaseChatM
         breaker_failures=settings.breaker_failures,
         breaker_cooldown_s=settings.breaker_cooldown_s,
     )
-    return ManagedChatModel(inner=model, gate=gate, fallback=fallback)
+    return ManagedChatModel(
+        inner=model, gate=gate, fallback=fallback, timeout_s=settings.model_timeout_s
+    )

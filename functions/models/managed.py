@@ -17,9 +17,12 @@ model to format the tools and binds the result to this one.
 
 from __future__ import annotations
 
+import contextvars
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -30,6 +33,10 @@ from pydantic import ConfigDict
 
 from functions.models.context import current_step
 from functions.models.limits import ModelGate, ModelUnavailable, RateLimited, Ticket
+
+
+class ModelCallTimeout(TimeoutError):
+    """A model call that did not answer in ``ManagedChatModel.timeout_s``."""
 
 
 def classify_error(exc: BaseException) -> tuple[str, float | None]:
@@ -86,6 +93,9 @@ class ManagedChatModel(BaseChatModel):
     retries: int = 2
     backoff_s: float = 0.5
     backoff_cap_s: float = 4.0
+    # A call that has not answered after this long counts as a timeout (transient): a hung
+    # provider must not hold the step until the function's own timeout. 0 = no limit.
+    timeout_s: float = 120.0
     sleep: Callable[[float], None] = time.sleep
 
     @property
@@ -152,11 +162,27 @@ class ManagedChatModel(BaseChatModel):
         self.gate.succeeded(ticket)
         return result
 
+    def _within_timeout(self, call: Callable[[BaseChatModel], Any]) -> Any:
+        if not self.timeout_s:
+            return call(self.inner)
+        # On a thread of its own, in this context (LangGraph's stream writer, the step): a
+        # thread cannot be killed, so a hung call is left behind, its answer unused.
+        context = contextvars.copy_context()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-call")
+        future = pool.submit(context.run, call, self.inner)
+        pool.shutdown(wait=False)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            raise ModelCallTimeout(
+                f"model {self.gate.model!r} did not answer within {self.timeout_s:g} s"
+            ) from None
+
     def _call_with_retries(self, ticket: Ticket, call: Callable[[BaseChatModel], Any]) -> Any:
         attempt = 0
         while True:
             try:
-                return call(self.inner)
+                return self._within_timeout(call)
             except (RateLimited, ModelUnavailable):
                 raise
             except Exception as exc:

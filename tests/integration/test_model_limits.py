@@ -335,3 +335,48 @@ def test_a_deferred_steps_stream_events_are_read_once(
     # THEN the stream is the official one: the deferred step's events once, none missing
     events = _tail(stack, thread_id, run["run_id"])
     assert comparable([(n, d) for n, d, _ in events[1:]]) == comparable(expected)
+
+
+class Hanging(BaseChatModel):
+    """Hangs the first ``times`` calls (until released), then answers."""
+
+    times: int = 1
+    calls: int = 0
+    release: Any = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "hanging"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.times:
+            self.release.wait(30)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage("answered"))])
+
+
+def test_a_hung_call_times_out_and_is_retried(stack: Stack, frozen: FrozenClock) -> None:
+    release = threading.Event()
+    inner = Hanging(times=1, release=release)
+    model = ManagedChatModel(
+        inner=inner,
+        gate=_gate(stack, "m-hang", ModelLimit(rpm=600)),
+        timeout_s=0.2,
+        sleep=lambda _s: None,
+    )
+    try:
+        # the first call hangs past the timeout; the retry answers
+        assert model.invoke("hi").content == "answered"
+        assert inner.calls == 2
+        # AND a model that keeps hanging defers the step, counted by the breaker
+        stuck = ManagedChatModel(
+            inner=Hanging(times=10, release=release),
+            gate=_gate(stack, "m-hang-2", ModelLimit(rpm=600)),
+            timeout_s=0.1,
+            retries=1,
+            sleep=lambda _s: None,
+        )
+        with pytest.raises(ModelUnavailable, match=r"did not answer within 0\.1 s"):
+            stuck.invoke("hi")
+    finally:
+        release.set()
