@@ -46,3 +46,8 @@ def events_client() -> Any:
 @cache
 def secrets_client() -> Any:
     return boto3.client("secretsmanager", config=_CONFIG)
+
+
+@cache
+def s3_client() -> Any:
+    return boto3.client("s3", config=_CONFIG)

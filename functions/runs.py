@@ -26,6 +26,7 @@ from functions.graph_loader import graph_exists, load_graph, resolve_assistant_i
 from functions.ids import time_ordered_id
 from functions.queues import StepMessage, StepQueues
 from functions.resources import run_status_metric
+from functions.run_payloads import RunPayloads
 from functions.settings import Settings
 from functions.store import Ending, RunRecord, Store, ThreadRecord, now_iso
 from functions.webhooks.events import RunEvents
@@ -113,8 +114,13 @@ class RunService:
             require_checkpoint(graph, thread_id, start_checkpoint_id)
         thread = self._thread_for_run(tenant, thread_id, body)
         now = now_iso()
+        run_id = time_ordered_id()
+        # A large input goes to the payload bucket first: the record keeps a reference.
+        kwargs = RunPayloads(self.settings.payload_bucket).offload(
+            thread_id, run_id, body.run_kwargs()
+        )
         run = RunRecord(
-            run_id=time_ordered_id(),
+            run_id=run_id,
             thread_id=thread_id,
             tenant=tenant,
             assistant_id=body.assistant_id,
@@ -131,7 +137,7 @@ class RunService:
             },
             multitask_strategy=body.multitask_strategy,
             priority=body.priority,
-            kwargs=body.run_kwargs(),
+            kwargs=kwargs,
             queued=True,
         )
         delay_s = body.after_seconds or 0
@@ -356,6 +362,9 @@ class RunService:
         elif effect == "next":
             self.start_next(run.thread_id, released.queued_runs if released is not None else 1)
         elif effect == "delete":
+            RunPayloads(self.settings.payload_bucket).delete_run(
+                run.thread_id, run.run_id, run.kwargs
+            )
             self.store.delete_run(run.thread_id, run.run_id)
         elif effect == "approval":
             from functions.approvals.service import ApprovalService

@@ -45,6 +45,7 @@ from functions.models.usage import Limits, RunUsage, emit_step_metrics, exceeded
 from functions.queues import MAX_DELAY_S, StepMessage
 from functions.release_metrics import count_for_version
 from functions.resources import METRIC_STEP_FAILURES
+from functions.run_payloads import RunPayloads
 from functions.runs import RunService
 from functions.settings import Settings
 from functions.store import Claim, RunRecord
@@ -449,11 +450,12 @@ class StepWorker:
                 config[key] = user_config[key]
         if not first:
             return None, config
+        payloads = RunPayloads(self.settings.payload_bucket)
         if kwargs.get("command"):
             from langgraph.types import Command
 
-            return Command(**kwargs["command"]), config
-        return kwargs.get("input"), config
+            return Command(**payloads.resolve(kwargs["command"])), config
+        return payloads.resolve(kwargs.get("input")), config
 
     def _already_done(
         self, graph: Any, run: RunRecord, message: StepMessage

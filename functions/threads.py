@@ -135,6 +135,9 @@ class ThreadService:
         graph = self._graph(thread)
         if graph is not None and graph.checkpointer is not None:
             graph.checkpointer.delete_thread(thread_id)
+        from functions.run_payloads import RunPayloads
+
+        RunPayloads(self.settings.payload_bucket).delete_thread(thread_id)
         self.store.delete_thread(thread_id)
 
     def search(self, tenant: str, body: ThreadSearch) -> list[dict[str, Any]]:

@@ -238,3 +238,67 @@ def test_a_node_output_too_large_for_an_item_goes_to_the_bucket(
     assert _objects(stack)
     values = stack.api("GET", f"/threads/{thread_id}/runs/{run['run_id']}/join").body
     assert values["document"] == LARGE
+
+
+def _echo_document(checkpointer: Any, model: Any) -> Any:
+    def read(state: _DocState) -> _DocState:
+        return {"summary": f"{len(state.get('document', ''))} characters"}
+
+    builder = StateGraph(_DocState)
+    builder.add_node("read", read)
+    builder.add_edge(START, "read")
+    builder.add_edge("read", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+@pytest.mark.parametrize("size", [600_000, 1_000_000])
+def test_a_run_whose_input_is_larger_than_an_item_runs(
+    bucket_stack: Stack, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    stack = bucket_stack
+    monkeypatch.setitem(registry.GRAPHS, "echo-document", _echo_document)
+    # GIVEN a document of incompressible text, too large for a DynamoDB item, and under the
+    # API's 1 MiB body limit with the rest of the body
+    document = base64.b64encode(os.urandom(size * 3 // 4)).decode()[: size - 200]
+    thread_id = stack.create_thread()
+    # WHEN a run is created with it as input
+    reply = stack.api(
+        "POST",
+        f"/threads/{thread_id}/runs",
+        {"assistant_id": "echo-document", "input": {"document": document}},
+    )
+    # THEN the run is created (no 413) and its record refers to the input in the bucket
+    assert reply.status == 200, reply.body
+    run_id = reply.body["run_id"]
+    stored = reply.body["kwargs"]["input"]
+    assert stored["bytes"] > 400_000
+    assert stored["$lambdagraph_payload"] in _objects(stack)
+    # AND the graph gets the whole document
+    stack.pump()
+    run = stack.api("GET", f"/threads/{thread_id}/runs/{run_id}").body
+    assert run["status"] == "success", run
+    state = stack.api("GET", f"/threads/{thread_id}/state").body
+    assert state["values"]["document"] == document
+    assert state["values"]["summary"] == f"{len(document)} characters"
+    # AND deleting the thread deletes the input too
+    assert stack.api("DELETE", f"/threads/{thread_id}").status == 204
+    assert _objects(stack) == []
+
+
+def test_a_rolled_back_runs_large_input_goes_with_it(
+    bucket_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = bucket_stack
+    monkeypatch.setitem(registry.GRAPHS, "echo-document", _echo_document)
+    document = base64.b64encode(os.urandom(450_000)).decode()
+    thread_id = stack.create_thread()
+    first = stack.start_run(thread_id, assistant_id="echo-document", input={"document": document})
+    # WHEN a second run rolls the first back before it ran
+    second = stack.start_run(thread_id, input=_user("hello"), multitask_strategy="rollback")
+    stack.pump()
+    # THEN the first run and its stored input are gone; the second ran
+    assert stack.api("GET", f"/threads/{thread_id}/runs/{first['run_id']}").status == 404
+    assert stack.api("GET", f"/threads/{thread_id}/runs/{second['run_id']}").body["status"] == (
+        "success"
+    )
+    assert not [k for k in _objects(stack) if k.startswith("runs/")]
