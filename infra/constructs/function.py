@@ -7,7 +7,7 @@ current version: event sources and the API invoke the alias, so CodeDeploy can s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
@@ -32,6 +32,7 @@ class ServiceFunction(Construct):
         *,
         code: lambda_.Code,
         environment: Mapping[str, str],
+        layers: Sequence[lambda_.ILayerVersion] = (),
     ) -> None:
         super().__init__(scope, spec.logical_id)
         self.spec = spec
@@ -55,6 +56,7 @@ class ServiceFunction(Construct):
             environment=dict(environment),
             log_group=self.log_group,
             reserved_concurrent_executions=spec.reserved_concurrency,
+            layers=list(layers) or None,
             description=f"lambdagraph {spec.logical_id} ({spec.handler})",
         )
         self.alias = lambda_.Alias(
