@@ -69,7 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
             # Lambda Web Adapter's readiness check.
             write_chunked(self, _plain(200, b'{"ok":true}'))
             return
-        result = serve(self.command, self.path, dict(self.headers.items()), body)
+        services = getattr(self.server, "services", None)
+        result = serve(self.command, self.path, dict(self.headers.items()), body, services=services)
         if result is None:
             result = _plain(404, b'{"detail":"Not a stream route."}')
         write_chunked(self, result)
@@ -80,14 +81,21 @@ class _Handler(BaseHTTPRequestHandler):
         logger.info(format % args)
 
 
+def make_server(port: int, services: StreamServices | None = None) -> ThreadingHTTPServer:
+    """The stream routes' web server on 127.0.0.1:``port`` (0: any free port), where Lambda
+    Web Adapter forwards each invocation; ``services`` for tests (default: from settings)."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    server.daemon_threads = True
+    server.services = services  # type: ignore[attr-defined]
+    return server
+
+
 def main() -> None:  # pragma: no cover - runs under Lambda Web Adapter
     port = int(os.environ.get("PORT", str(STREAM_PORT)))
     # Clients and imports during init, before Lambda Web Adapter sees the port ready, so the
     # first request does not pay for them.
     default_services()
-    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    make_server(port).serve_forever()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -178,3 +178,44 @@ def test_a_stateless_stream_and_a_join_read_what_they_need(stack: Stack) -> None
     body = b"".join(joined.body)
     assert body.startswith(b"event: metadata\r\n")
     assert b"event: values\r\n" in body
+
+
+def test_the_stream_server_lambda_web_adapter_fronts_streams_chunked(stack: Stack) -> None:
+    import http.client
+    import threading
+
+    from functions.handlers.stream import make_server
+    from functions.resources import STREAM_READINESS_PATH
+
+    # GIVEN the stream function's web server, as run_stream.sh starts it under the adapter
+    server = make_server(0, services=_services(stack))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    try:
+        connection = http.client.HTTPConnection(str(host), port, timeout=10)
+        # WHEN the adapter checks readiness THEN it is ready
+        connection.request("GET", STREAM_READINESS_PATH)
+        ready = connection.getresponse()
+        assert (ready.status, ready.read()) == (200, b'{"ok":true}')
+        # WHEN a path that is not a stream route comes THEN 404 in the API's shape
+        connection.request("GET", "/threads")
+        other = connection.getresponse()
+        assert other.status == 404
+        assert json.loads(other.read()) == {"detail": "Not a stream route."}
+        # WHEN a stream route comes THEN the SSE answer is chunked, its first event at once
+        thread_id = stack.create_thread()
+        connection.request(
+            "POST",
+            f"/threads/{thread_id}/runs/stream",
+            body=json.dumps({"assistant_id": "support", "input": BILLING}),
+            headers={"x-api-key": KEY_A, "Content-Type": "application/json"},
+        )
+        streamed = connection.getresponse()
+        assert streamed.status == 200
+        assert streamed.getheader("Transfer-Encoding") == "chunked"
+        assert streamed.getheader("Content-Type", "").startswith("text/event-stream")
+        assert streamed.read1().startswith(b"event: metadata\r\n")
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
