@@ -1,6 +1,7 @@
 """One Lambda function of lambdagraph: the shared code asset, a handler string, an alias.
 
-Every function uses the same ``lambda_.Code`` object (one asset, only the handler differs),
+Every function uses the same ``lambda_.Code`` object (one asset, only the handler differs;
+the stream function adds AWS's Lambda Web Adapter layer, ``infra.constructs.streaming``),
 Python 3.12 (``infra.bundling.LAMBDA_PYTHON``) on arm64, X-Ray tracing, a log group with retention, and a ``live`` alias on the
 current version: event sources and the API invoke the alias, so CodeDeploy can shift it.
 """
