@@ -34,14 +34,15 @@ from functions.resources import (
     SERVICE_NAME,
     STEP_QUEUES,
     STEP_WORKER_FUNCTION,
+    STREAM_FUNCTION,
 )
 
 BASELINE = "langgraph.graph"
 GOAL_RATIO = 1.5
 REPEATS = int(os.environ.get("COLDSTART_REPEATS", "7"))
 HANDLER_MODULES = [
-    spec.handler.rpartition(".")[0]
-    for spec in (API_FUNCTION, STEP_WORKER_FUNCTION, HOUSEKEEPING_FUNCTION)
+    (spec.entry or spec.handler).rpartition(".")[0]
+    for spec in (API_FUNCTION, STREAM_FUNCTION, STEP_WORKER_FUNCTION, HOUSEKEEPING_FUNCTION)
 ]
 
 _TIMER = (

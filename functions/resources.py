@@ -104,6 +104,9 @@ class FunctionSpec:
     env: tuple[str, ...] = field(default_factory=tuple)
     # Concurrency reserved for the function on AWS (None = the account's shared pool).
     reserved_concurrency: int | None = None
+    # The Python callable serving its requests when ``handler`` is a start script, not a
+    # ``module.attribute`` (a web server under Lambda Web Adapter); "" = ``handler`` is it.
+    entry: str = ""
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -176,6 +179,28 @@ HOUSEKEEPING_FUNCTION = FunctionSpec(
 # Human approval (functions/approvals): emails reviewers, resumes threads.
 APPROVAL_NOTIFIER_FUNCTION = FunctionSpec(
     "ApprovalNotifier", "functions.handlers.approvals.handler", timeout_s=60, memory_mb=512
+)
+
+# --- streams (functions/streaming, docs/streaming.md) -------------------------------------
+
+# API Gateway ends a streamed response after 15 minutes; the stream function lives as long.
+STREAM_GATEWAY_LIMIT_S = 15 * 60
+# A stream response ends this long before the gateway's limit (``LAMBDAGRAPH_STREAM_MAX_S``):
+# the SDK sees the run still active and reconnects with ``Last-Event-ID``; the margin covers
+# the run's creation and the last poll.
+STREAM_MAX_S = STREAM_GATEWAY_LIMIT_S - 60
+# Lambda Web Adapter's traffic port, and the path it checks readiness on
+# (``functions/handlers/stream.py`` answers it).
+STREAM_PORT = 8080
+STREAM_READINESS_PATH = "/ok"
+# The stream routes as a web server under Lambda Web Adapter: Lambda runs the start script
+# (AWS_LAMBDA_EXEC_WRAPPER), which runs ``functions.handlers.stream``.
+STREAM_FUNCTION = FunctionSpec(
+    "Stream",
+    "functions/handlers/run_stream.sh",
+    timeout_s=STREAM_GATEWAY_LIMIT_S,
+    memory_mb=1024,
+    entry="functions.handlers.stream.serve",
 )
 
 # --- webhooks (functions/webhooks, docs/webhooks.md) ---------------------------------------

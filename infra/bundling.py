@@ -253,12 +253,27 @@ def assemble_asset(
         shutil.copytree(REPO_ROOT / package, out / package, ignore=_IGNORED)
         if bytecode_python is not None:
             compile_bytecode(out / package, bytecode_python)
+    for script in start_scripts():
+        # Lambda runs it (Lambda Web Adapter's bootstrap execs it): executable whatever mode
+        # the checkout gave it; CDK's zip keeps the mode.
+        (out / script).chmod(0o755)
     if project is not None:
         bundle_project(project, out)
         for copied in (PROJECT_DIR, PROJECT_DEPS_DIR):
             if bytecode_python is not None and (out / copied).is_dir():
                 compile_bytecode(out / copied, bytecode_python)
     return out
+
+
+def start_scripts() -> list[str]:
+    """Handlers that are scripts in the asset, not ``module.attribute`` (``FunctionSpec.entry``)."""
+    from functions import resources
+
+    return [
+        value.handler
+        for value in vars(resources).values()
+        if isinstance(value, resources.FunctionSpec) and value.entry
+    ]
 
 
 def configured_project() -> Project | None:

@@ -21,6 +21,7 @@ from functions.resources import (
     APPROVAL_NOTIFIER_FUNCTION,
     HOUSEKEEPING_FUNCTION,
     STEP_WORKER_FUNCTION,
+    STREAM_FUNCTION,
     WEBHOOK_FUNCTION,
 )
 
@@ -79,6 +80,9 @@ class Access:
 #   rollbacks never delete a thread's whole history, since the thread it resumes holds the
 #   approved run's checkpoints: it lists and deletes no payload objects, and reads those of
 #   a rolled-back run whose checkpoints spilled into the bucket.)
+# - Stream: the stream routes create runs as ``POST /threads/{tid}/runs`` does
+#   (``RunService.create``), so they finish a holder's unfinished ending and apply the
+#   interrupt/rollback strategies just like the API (see Api above).
 # - WebhookSender: never (it reads run records; no ``RunService``).
 
 # The checkpoint saver (functions/checkpoint) in every function: reads by Query, writes by
@@ -124,6 +128,37 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         _DECIDE_APPROVAL,
         _READ_SIGNING_KEY,
         # Endings it finishes (see above): an approval's start, the run-ended event.
+        _START_APPROVAL,
+        _PUT_EVENTS,
+    ),
+    # The stream routes (functions/streaming/http.py), what the API function does for them and
+    # no more: the key check (GetItem), a stateless run's new thread (PutItem), the run's
+    # creation (``RunService.create``: the thread, the run and the holder in one transaction,
+    # its first step message on any priority; a busy thread's multitask strategies, the
+    # holder's unfinished ending; a resume's approvals settled, SendTaskSuccess), reads of
+    # the run (GetItem) and of its event log (Query). Of the API's grants it lacks what only
+    # other routes reach: thread search (gsi1), thread deletion (BatchWriteItem on the runtime
+    # table), state updates (new payload objects) and the approval pages' signing key. A
+    # rollback it applies reads and rewrites or deletes checkpoints (a restored checkpoint
+    # points at the objects it had: it writes none) and, for a thread's first run, lists and
+    # deletes the thread's payload objects; a run ending it finishes starts its approval
+    # (record, StartExecution) and puts its event.
+    STREAM_FUNCTION.logical_id: (
+        Access(
+            Target.RUNTIME_TABLE,
+            (
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:Query",
+            ),
+        ),
+        _CHECKPOINT_TABLE,
+        _LIST_PAYLOADS,
+        Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:DeleteObject")),
+        _SEND_STEPS,
+        _DECIDE_APPROVAL,
         _START_APPROVAL,
         _PUT_EVENTS,
     ),

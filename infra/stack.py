@@ -36,6 +36,7 @@ from infra.constructs.monitoring import Monitoring
 from infra.constructs.nag import acknowledge
 from infra.constructs.queues import StepQueues
 from infra.constructs.storage import Storage
+from infra.constructs.streaming import StreamRoutes
 from infra.constructs.webhooks import Webhooks
 from infra.constructs.worker import StepWorker
 from infra.permissions import GRANTS, Target
@@ -116,6 +117,10 @@ class LambdaGraphStack(Stack):
         self.api = Api(
             self, "Api", code=code, environment=environment, cors_origins=config.cors_origins
         )
+        # The three stream routes: their own function (Lambda Web Adapter, response streaming).
+        self.streams = StreamRoutes(
+            self, "Streams", code=code, environment=environment, rest_api=self.api.rest_api
+        )
         self.worker = StepWorker(
             self, "Worker", code=code, environment=environment, queues=self.queues
         )
@@ -139,6 +144,7 @@ class LambdaGraphStack(Stack):
 
         functions = [
             self.api.handler,
+            self.streams.handler,
             self.worker.handler,
             self.housekeeping.handler,
             self.notifier.handler,
@@ -242,6 +248,7 @@ class LambdaGraphStack(Stack):
         }
         handlers = (
             self.api.handler,
+            self.streams.handler,
             self.worker.handler,
             self.housekeeping.handler,
             self.notifier.handler,

@@ -11,7 +11,11 @@ How a call is attributed and named
   picked up by their spec) is wrapped when its module is imported: the wrapper puts the
   function's logical id and the resource names of the settings it runs with (the ``services``
   / ``worker`` / ``runs`` the tests inject, else ``get_settings()``) in a ``ContextVar``, so
-  calls made on threads that copy the context (LangGraph's executor does) count too.
+  calls made on threads that copy the context (LangGraph's executor does) count too. A
+  function whose handler is a start script (the stream function, a web server under Lambda
+  Web Adapter) names its Python entry (``FunctionSpec.entry``, ``functions.handlers.stream.
+  serve``, which its server and the local stack's ``local_answer`` both go through); a
+  streamed answer's chunks count as made inside it.
 - botocore's ``before-parameter-build`` event (on every client of every session) sees the
   call's service, operation and parameters; a call made outside any handler (fixtures, the
   local stack's pollers standing in for event source mappings, tests calling the engine
@@ -191,7 +195,9 @@ def _handlers() -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     for value in vars(resources).values():
         if isinstance(value, resources.FunctionSpec):
-            module, _, attribute = value.handler.rpartition(".")
+            # A start script's function (the stream function's web server) names the Python
+            # callable serving its requests as its entry.
+            module, _, attribute = (value.entry or value.handler).rpartition(".")
             found[module] = (attribute, value.logical_id)
     return found
 
@@ -215,14 +221,43 @@ def _wrap(handler: Callable[..., Any], logical_id: str) -> Callable[..., Any]:
 
     @functools.wraps(handler)
     def invocation(*args: Any, **kwargs: Any) -> Any:
-        token = _CURRENT.set((logical_id, _setting_names(_settings_from(kwargs))))
+        current = (logical_id, _setting_names(_settings_from(kwargs)))
+        token = _CURRENT.set(current)
         try:
-            return handler(*args, **kwargs)
+            result = handler(*args, **kwargs)
         finally:
             _CURRENT.reset(token)
+        body = getattr(result, "body", None)
+        if isinstance(body, Iterator):
+            # A streamed answer (functions.streaming.http.Answer) does its work as it is
+            # written, after the handler returned: each chunk counts for the function too.
+            result.body = _attributed(body, current)
+        return result
 
     invocation.__aws_calls_function__ = logical_id  # type: ignore[attr-defined]
     return invocation
+
+
+def _attributed(body: Iterator[bytes], current: tuple[str, Mapping[str, str]]) -> Iterator[bytes]:
+    """``body`` with the calls made while each chunk is made attributed to ``current``."""
+    try:
+        while True:
+            token = _CURRENT.set(current)
+            try:
+                chunk = next(body)
+            except StopIteration:
+                return
+            finally:
+                _CURRENT.reset(token)
+            yield chunk
+    finally:
+        close = getattr(body, "close", None)
+        if callable(close):
+            token = _CURRENT.set(current)
+            try:
+                close()
+            finally:
+                _CURRENT.reset(token)
 
 
 def _wrap_module(module: ModuleType, attribute: str, logical_id: str) -> None:

@@ -1,4 +1,5 @@
-"""The HTTP API: API Gateway REST API (regional) proxying every path to the API function.
+"""The HTTP API: API Gateway REST API (regional) proxying every path to the API function
+(but the stream routes, ``infra.constructs.streaming``).
 
 API keys (``x-api-key``) are checked by the API function against hashed keys in the runtime
 table (``LAMBDAGRAPH_API_KEYS_IN_TABLE``), so each key is a tenant; API Gateway passes the
@@ -55,11 +56,14 @@ class Api(Construct):
             retention=retention_days(LOG_RETENTION_DAYS),
             removal_policy=RemovalPolicy.DESTROY,
         )
-        self.rest_api = apigw.LambdaRestApi(
+        # Every path goes to the API function (``{proxy+}``), as LambdaRestApi's proxy does;
+        # a RestApi so that other constructs may add resources (the stream routes,
+        # infra/constructs/streaming.py), whose own methods default to the API function too.
+        self.integration = apigw.LambdaIntegration(self.handler.alias)
+        self.rest_api = apigw.RestApi(
             self,
             "RestApi",
-            handler=self.handler.alias,
-            proxy=True,
+            default_integration=self.integration,
             description="lambdagraph: LangGraph-Platform-shaped API",
             endpoint_types=[apigw.EndpointType.REGIONAL],
             # The account-level role API Gateway needs to write access and execution logs. It
@@ -88,6 +92,7 @@ class Api(Construct):
                 tracing_enabled=True,
             ),
         )
+        self.rest_api.root.add_proxy()
         self.url = self.rest_api.url
         self.execution_logs = logs.LogGroup(
             self,

@@ -1,13 +1,14 @@
 """One Lambda function of lambdagraph: the shared code asset, a handler string, an alias.
 
-Every function uses the same ``lambda_.Code`` object (one asset, only the handler differs),
+Every function uses the same ``lambda_.Code`` object (one asset, only the handler differs;
+the stream function adds AWS's Lambda Web Adapter layer, ``infra.constructs.streaming``),
 Python 3.12 (``infra.bundling.LAMBDA_PYTHON``) on arm64, X-Ray tracing, a log group with retention, and a ``live`` alias on the
 current version: event sources and the API invoke the alias, so CodeDeploy can shift it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
@@ -32,6 +33,7 @@ class ServiceFunction(Construct):
         *,
         code: lambda_.Code,
         environment: Mapping[str, str],
+        layers: Sequence[lambda_.ILayerVersion] = (),
     ) -> None:
         super().__init__(scope, spec.logical_id)
         self.spec = spec
@@ -55,6 +57,7 @@ class ServiceFunction(Construct):
             environment=dict(environment),
             log_group=self.log_group,
             reserved_concurrent_executions=spec.reserved_concurrency,
+            layers=list(layers) or None,
             description=f"lambdagraph {spec.logical_id} ({spec.handler})",
         )
         self.alias = lambda_.Alias(

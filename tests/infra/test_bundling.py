@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from functions.resources import API_FUNCTION, HOUSEKEEPING_FUNCTION, STEP_WORKER_FUNCTION
+from functions.resources import (
+    API_FUNCTION,
+    HOUSEKEEPING_FUNCTION,
+    STEP_WORKER_FUNCTION,
+    STREAM_FUNCTION,
+)
 from infra.bundling import (
     PIP_PLATFORM_ARGS,
     REPO_ROOT,
@@ -26,7 +31,7 @@ from infra.bundling import (
 
 pytestmark = [pytest.mark.infra]
 
-FUNCTION_SPECS = (API_FUNCTION, STEP_WORKER_FUNCTION, HOUSEKEEPING_FUNCTION)
+FUNCTION_SPECS = (API_FUNCTION, STREAM_FUNCTION, STEP_WORKER_FUNCTION, HOUSEKEEPING_FUNCTION)
 
 
 def test_runtime_requirements_are_pyprojects_dependencies_without_dev_tools() -> None:
@@ -95,7 +100,7 @@ def test_handlers_import_only_what_the_bundle_carries() -> None:
 
     closure = _runtime_closure(runtime_requirements())
     # WHEN every handler module is imported in a fresh interpreter, as Lambda would
-    handlers = [spec.handler.rpartition(".")[0] for spec in FUNCTION_SPECS]
+    handlers = [(spec.entry or spec.handler).rpartition(".")[0] for spec in FUNCTION_SPECS]
 
     def loaded_after(imports: list[str]) -> set[str]:
         script = (

@@ -40,6 +40,7 @@ from functions.resources import (
     SERVICE_NAME,
     STEP_QUEUES,
     STEP_WORKER_FUNCTION,
+    STREAM_FUNCTION,
     WEBHOOK_FUNCTION,
     TableSpec,
     run_status_metric,
@@ -52,6 +53,7 @@ pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
 FUNCTION_SPECS = (
     API_FUNCTION,
+    STREAM_FUNCTION,
     STEP_WORKER_FUNCTION,
     HOUSEKEEPING_FUNCTION,
     APPROVAL_NOTIFIER_FUNCTION,
@@ -230,9 +232,10 @@ def test_function_timeout_memory_and_log_retention_follow_the_spec(synth: Synth,
 
 @pytest.mark.parametrize("spec", FUNCTION_SPECS, ids=lambda s: s.logical_id)
 def test_handler_string_in_the_template_imports(synth: Synth, spec: Any) -> None:
-    # GIVEN the handler string deployed for the function
+    # GIVEN the handler string deployed for the function (or, for a start script, the
+    # Python entry it runs: tests/infra/test_streaming.py checks the script)
     _, fn = _function_by_handler(synth, spec.handler)
-    module_name, _, attribute = fn["Properties"]["Handler"].rpartition(".")
+    module_name, _, attribute = (spec.entry or fn["Properties"]["Handler"]).rpartition(".")
     # WHEN the Lambda runtime would import it
     module = importlib.import_module(module_name)
     # THEN it names a callable
@@ -305,10 +308,15 @@ def test_each_priority_queue_feeds_the_worker_alias_with_its_concurrency(synth: 
 
 
 def test_api_proxies_every_path_to_the_api_alias(synth: Synth) -> None:
+    # (but the three stream routes' POST/GET: tests/infra/test_streaming.py, which also
+    # checks every resource they add on the way still reaches the API function)
     api_id, _ = _function_by_handler(synth, API_FUNCTION.handler)
     alias_id = _alias_of(synth, api_id)
-    methods = synth.resources("AWS::ApiGateway::Method").values()
-    assert len(methods) == 2  # / and /{proxy+}
+    every = synth.resources("AWS::ApiGateway::Method").values()
+    methods = [m for m in every if "ResponseTransferMode" not in m["Properties"]["Integration"]]
+    assert len(every) - len(methods) == 3
+    roots = [m for m in methods if "Fn::GetAtt" in m["Properties"]["ResourceId"]]
+    assert len(roots) == 1  # /, and /{proxy+} below
     for method in methods:
         integration = method["Properties"]["Integration"]
         assert method["Properties"]["HttpMethod"] == "ANY"

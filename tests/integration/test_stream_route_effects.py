@@ -1,0 +1,221 @@
+"""The stream routes create runs as ``POST /threads/{tid}/runs`` does, so they have the same
+effects on a thread: a busy thread's multitask strategies (a rollback reads, restores or
+deletes checkpoints, their spilled objects among them, and deletes the run record), the
+holder's unfinished ending (its approval started, its run-ended event put), a client's resume
+settling the thread's pending approval (``SendTaskSuccess``), a stateless run's new thread.
+
+Each request goes through ``functions.handlers.stream.serve``, the stream function's entry
+(``STREAM_FUNCTION.entry``): the AWS calls recorded here are what
+``tests/infra/test_iam_coverage.py`` holds the stream function's grants to
+(infra/permissions.py).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from functions.handlers.stream import serve
+from functions.streaming.http import Answer, StreamServices
+from functions.streaming.log import StreamLog
+from graphs import registry
+from tests.integration.conftest import KEY_A, Stack
+from tests.integration.test_ending_finishers import (
+    BILLING,
+    REFUND,
+    EndingStack,
+    _approval_of,
+    _executions,
+    _publishing,
+    _run_to_a_crashed_ending,
+    _values,
+    _webhooks_for,
+    estack,
+    receiver,
+)
+from tests.integration.webhook_receiver import Receiver
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["estack", "receiver"]  # the fixtures, shared with test_ending_finishers
+
+
+def _services(stack: Stack) -> StreamServices:
+    return StreamServices(
+        threads=stack.services.threads,
+        runs=stack.runs,
+        log=StreamLog(stack.settings.runtime_table),
+    )
+
+
+def _stream(stack: Stack, path: str, body: dict[str, Any]) -> tuple[Answer, dict[str, str]]:
+    """POST a stream route as the stream function serves it; its first event is read and the
+    stream closed (the run goes on: ``on_disconnect`` is ``continue``)."""
+    answer = serve(
+        "POST", path, {"x-api-key": KEY_A}, json.dumps(body).encode(), services=_services(stack)
+    )
+    assert answer is not None
+    first = next(answer.body)
+    close = getattr(answer.body, "close", None)
+    if callable(close):
+        close()
+    assert answer.status == 200, first
+    assert first.startswith(b"event: metadata\r\n"), first
+    return answer, dict(answer.headers)
+
+
+def _run_id(headers: dict[str, str]) -> str:
+    return headers["Content-Location"].rsplit("/", 1)[1]
+
+
+def test_a_stream_route_finishes_an_approval_ending_a_crashed_worker_left(
+    estack: EndingStack, receiver: Receiver
+) -> None:
+    stack = estack
+    # GIVEN a refund run stopped for approval whose worker died before its ending's effects
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, input=REFUND, webhook=receiver.url)
+    _run_to_a_crashed_ending(stack, thread_id, run["run_id"])
+
+    # WHEN a client streams a new run on the held thread
+    _, headers = _stream(
+        stack,
+        f"/threads/{thread_id}/runs/stream",
+        {"assistant_id": "support", "input": BILLING, "multitask_strategy": "enqueue"},
+    )
+
+    # THEN the stream function finished the ending first: the approval stored and its
+    # execution started, the run-ended event put, the new run started
+    approval = _approval_of(stack, thread_id, run["run_id"])
+    assert [e["status"] for e in _executions(stack, approval["approval_id"])] == ["RUNNING"]
+    assert stack.deliver_webhooks() == 1
+    assert len(_webhooks_for(receiver, run["run_id"])) == 1
+    queued = stack.store.get_run(thread_id, _run_id(headers))
+    assert queued is not None
+    assert queued.queued is False
+
+
+@pytest.mark.parametrize("earlier_run", [False, True], ids=["first-run", "later-run"])
+def test_a_stream_route_rolls_back_the_active_run(
+    estack: EndingStack, monkeypatch: pytest.MonkeyPatch, earlier_run: bool
+) -> None:
+    stack = estack
+    monkeypatch.setitem(registry.GRAPHS, "publishing", _publishing)
+    thread_id = stack.create_thread()
+    before: dict[str, Any] = {}
+    if earlier_run:
+        # GIVEN (later-run) a thread with a finished run: the rollback restores its state
+        stack.start_run(thread_id, assistant_id="publishing", input={"request": "fetch"})
+        stack.pump()
+        before = _values(stack, "publishing", thread_id)
+    # AND a run between two steps that fetched a document too large for a checkpoint item
+    active = stack.start_run(thread_id, assistant_id="publishing", input={"request": "fetch"})
+    priority, message = stack.receive(1)[0]
+    stack.deliver(priority, [message])
+    assert stack.store.get_run(thread_id, active["run_id"]).active  # type: ignore[union-attr]
+
+    # WHEN a client streams a run with the rollback strategy
+    _stream(
+        stack,
+        f"/threads/{thread_id}/runs/stream",
+        {
+            "assistant_id": "publishing",
+            "input": {"request": "ask"},
+            "multitask_strategy": "rollback",
+        },
+    )
+
+    # THEN the active run is rolled back: its record deleted, the thread's state back to
+    # what it was before it (none at all for a thread's first run)
+    assert stack.store.get_run(thread_id, active["run_id"]) is None
+    assert _values(stack, "publishing", thread_id).get("document") == before.get("document")
+
+
+def test_a_streamed_resume_settles_the_pending_approval(estack: EndingStack) -> None:
+    stack = estack
+    # GIVEN a thread stopped for approval, its execution waiting with a task token
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, input=REFUND)
+    stack.pump()
+    approval = _approval_of(stack, thread_id, run["run_id"])
+    stack.pump_approvals("request")
+
+    # WHEN the client resumes the thread itself through a stream route
+    _stream(
+        stack,
+        f"/threads/{thread_id}/runs/stream",
+        {"assistant_id": "support", "command": {"resume": {"approved": True}}},
+    )
+
+    # THEN the approval is settled by the API's way and its execution completed
+    settled = _approval_of(stack, thread_id, run["run_id"])
+    assert settled["status"] == "approved"
+    [execution] = _executions(stack, approval["approval_id"])
+    assert execution["status"] == "SUCCEEDED"
+
+
+def test_a_stateless_stream_and_a_join_read_what_they_need(stack: Stack) -> None:
+    # WHEN a client streams a run on no thread
+    _, headers = _stream(stack, "/runs/stream", {"assistant_id": "support", "input": BILLING})
+    # THEN it got a new thread (stateless), and joining the run's stream after it ended
+    # gives its events through the end
+    thread_id = headers["Content-Location"].split("/")[2]
+    thread = stack.store.get_thread(thread_id)
+    assert thread is not None
+    assert thread.metadata.get("stateless") is True
+    stack.pump()
+    joined = serve(
+        "GET",
+        headers["Location"],
+        {"x-api-key": KEY_A},
+        b"",
+        services=_services(stack),
+    )
+    assert joined is not None
+    assert joined.status == 200
+    body = b"".join(joined.body)
+    assert body.startswith(b"event: metadata\r\n")
+    assert b"event: values\r\n" in body
+
+
+def test_the_stream_server_lambda_web_adapter_fronts_streams_chunked(stack: Stack) -> None:
+    import http.client
+    import threading
+
+    from functions.handlers.stream import make_server
+    from functions.resources import STREAM_READINESS_PATH
+
+    # GIVEN the stream function's web server, as run_stream.sh starts it under the adapter
+    server = make_server(0, services=_services(stack))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    try:
+        connection = http.client.HTTPConnection(str(host), port, timeout=10)
+        # WHEN the adapter checks readiness THEN it is ready
+        connection.request("GET", STREAM_READINESS_PATH)
+        ready = connection.getresponse()
+        assert (ready.status, ready.read()) == (200, b'{"ok":true}')
+        # WHEN a path that is not a stream route comes THEN 404 in the API's shape
+        connection.request("GET", "/threads")
+        other = connection.getresponse()
+        assert other.status == 404
+        assert json.loads(other.read()) == {"detail": "Not a stream route."}
+        # WHEN a stream route comes THEN the SSE answer is chunked, its first event at once
+        thread_id = stack.create_thread()
+        connection.request(
+            "POST",
+            f"/threads/{thread_id}/runs/stream",
+            body=json.dumps({"assistant_id": "support", "input": BILLING}),
+            headers={"x-api-key": KEY_A, "Content-Type": "application/json"},
+        )
+        streamed = connection.getresponse()
+        assert streamed.status == 200
+        assert streamed.getheader("Transfer-Encoding") == "chunked"
+        assert streamed.getheader("Content-Type", "").startswith("text/event-stream")
+        assert streamed.read1().startswith(b"event: metadata\r\n")
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
