@@ -138,7 +138,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     # holder's unfinished ending; a resume's approvals settled, SendTaskSuccess), reads of
     # the run (GetItem) and of its event log (Query). Of the API's grants it lacks what only
     # other routes reach: thread search (gsi1), thread deletion (BatchWriteItem on the runtime
-    # table), state updates (new payload objects) and the approval pages' signing key. A
+    # table), state updates and the approval pages' signing key. A
     # rollback it applies reads and rewrites or deletes checkpoints (a restored checkpoint
     # points at the objects it had: it writes none) and, for a thread's first run, lists and
     # deletes the thread's payload objects; a run ending it finishes starts its approval
@@ -156,7 +156,8 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         ),
         _CHECKPOINT_TABLE,
         _LIST_PAYLOADS,
-        Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:DeleteObject")),
+        # A run it creates with a large input stores the input in the bucket (PutObject).
+        Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
         _SEND_STEPS,
         _DECIDE_APPROVAL,
         _START_APPROVAL,

@@ -25,6 +25,8 @@ from functions import aws, clock
 from functions.errors import InfrastructureError
 
 LOG_TTL_S = 24 * 3600
+# Characters of a batch's JSON per item: under DynamoDB's 400 KB with the item's other fields.
+PART_CHARS = 300_000
 _PK = "STREAM#"
 
 
@@ -75,24 +77,35 @@ class StreamLog:
     def put(
         self, run_id: str, step: int, attempt: int, first: int, events: list[tuple[str, str]]
     ) -> None:
-        """Write one batch; the same key again (a re-flush) overwrites it."""
+        """Write one batch; the same key again (a re-flush) overwrites it.
+
+        A batch too large for one item (an event of large values: an item is at most 400 KB)
+        is written in parts, ``<key>#p000``, ``<key>#p001``, ... each saying how many there
+        are; a reader takes the batch once it has every part."""
+        text = json.dumps(events, separators=(",", ":"))
+        key = sort_key(step, attempt, first)
+        if len(text) <= PART_CHARS:
+            self._write(run_id, key, step, first, {"events": text})
+            return
+        parts = [text[i : i + PART_CHARS] for i in range(0, len(text), PART_CHARS)]
+        for index, part in enumerate(parts):
+            self._write(
+                run_id,
+                f"{key}#p{index:03d}",
+                step,
+                first,
+                {"part": part, "part_index": index, "parts": len(parts)},
+            )
+
+    def _write(self, run_id: str, key: str, step: int, first: int, data: dict[str, Any]) -> None:
         # An update, not a put: the same effect, and the worker's role already has it.
+        values = {"step": step, "first": first, **data, "ttl": int(clock.now()) + LOG_TTL_S}
         try:
             self._table.update_item(
-                Key={"pk": _PK + run_id, "sk": sort_key(step, attempt, first)},
-                UpdateExpression="SET #step = :step, #first = :first, #events = :events, #ttl = :ttl",
-                ExpressionAttributeNames={
-                    "#step": "step",
-                    "#first": "first",
-                    "#events": "events",
-                    "#ttl": "ttl",
-                },
-                ExpressionAttributeValues={
-                    ":step": step,
-                    ":first": first,
-                    ":events": json.dumps(events, separators=(",", ":")),
-                    ":ttl": int(clock.now()) + LOG_TTL_S,
-                },
+                Key={"pk": _PK + run_id, "sk": key},
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values),
+                ExpressionAttributeNames={f"#{k}": k for k in values},
+                ExpressionAttributeValues={f":{k}": v for k, v in values.items()},
             )
         except (ClientError, BotoCoreError) as exc:
             raise InfrastructureError(f"DynamoDB update_item failed: {exc}") from exc
@@ -105,11 +118,27 @@ class StreamLog:
         elif from_step:
             condition = condition & Key("sk").gte(f"{from_step:08d}#")
         batches: list[Batch] = []
+        parts: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"KeyConditionExpression": condition, "ConsistentRead": True}
         try:
             while True:
                 page = self._table.query(**kwargs)
-                batches += [_batch(item) for item in page.get("Items", [])]
+                for item in page.get("Items", []):
+                    if "part" not in item:
+                        parts = []
+                        batches.append(_batch(item))
+                        continue
+                    # A batch written in parts: whole once its last part is read (a batch
+                    # still being written is left for the next read).
+                    if int(item["part_index"]) != len(parts):
+                        parts = []
+                        if int(item["part_index"]) != 0:
+                            continue
+                    parts.append(item)
+                    if len(parts) == int(item["parts"]):
+                        text = "".join(str(p["part"]) for p in parts)
+                        batches.append(_batch({**item, "events": text}))
+                        parts = []
                 if "LastEvaluatedKey" not in page:
                     return batches
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -219,3 +219,47 @@ def test_the_stream_server_lambda_web_adapter_fronts_streams_chunked(stack: Stac
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_streamed_run_with_a_large_input_stores_it_in_the_bucket(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+    import os
+    import uuid
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    stack = Stack(moto_endpoint, payload_bucket=f"payloads-{uuid.uuid4().hex[:10]}")
+    # WHEN a client streams a run whose input is larger than a DynamoDB item
+    text = base64.b64encode(os.urandom(450_000)).decode()
+    thread_id = stack.create_thread()
+    _, headers = _stream(
+        stack,
+        f"/threads/{thread_id}/runs/stream",
+        {"assistant_id": "support", "input": {"messages": [{"role": "user", "content": text}]}},
+    )
+    # THEN the run runs on the whole input, kept in the bucket
+    stack.pump()
+    run = stack.store.get_run(thread_id, _run_id(headers))
+    assert run is not None
+    assert run.status == "success"
+    assert run.kwargs["input"]["bytes"] > 400_000
+    state = stack.api("GET", f"/threads/{thread_id}/state").body
+    assert state["values"]["messages"][0]["content"] == text
+    # AND its stream carries the large values whole (an event over an item's size is
+    # written in parts and read back as one)
+    joined = serve("GET", headers["Location"], {"x-api-key": KEY_A}, b"", services=_services(stack))
+    assert joined is not None
+    body = b"".join(joined.body).decode()
+    values = [
+        json.loads(line[len("data: ") :])
+        for line in body.split("\r\n")
+        if line.startswith("data: ") and text in line
+    ]
+    assert values, "no event carried the large input"
+    assert any(
+        m.get("content") == text
+        for v in values
+        if isinstance(v, dict)
+        for m in v.get("messages", [])
+    )

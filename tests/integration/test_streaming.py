@@ -6,6 +6,7 @@ in-memory saver, named and shaped as the official server sends it (tests/stream_
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -345,3 +346,20 @@ def test_a_quiet_stream_sends_comment_heartbeats(stack: Stack) -> None:
     # THEN metadata, two heartbeats, and then the stream ends for the client to reconnect
     assert chunks[0].startswith(b"event: metadata")
     assert chunks[1:] == [b": heartbeat\r\n\r\n"] * 2
+
+
+def test_a_batch_larger_than_an_item_is_written_in_parts_and_read_whole(stack: Stack) -> None:
+    from functions.streaming import log as log_module
+
+    log = _log(stack)
+    big = "x" * (log_module.PART_CHARS * 2 + 10)
+    log.put("run-parts", 1, 1, 0, [("values", json.dumps({"doc": big}))])
+    log.put("run-parts", 1, 1, 1, [("updates", "{}")])
+    batches = log.read("run-parts")
+    assert [len(b.events) for b in batches] == [1, 1]
+    assert json.loads(batches[0].events[0].data)["doc"] == big
+    assert str(batches[0].events[0].cursor) == "1-0"
+    # AND a batch whose parts are not all written yet is not read (the next read gets it)
+    table = log._table
+    table.delete_item(Key={"pk": "STREAM#run-parts", "sk": batches[0].sort_key})
+    assert [str(e.cursor) for b in log.read("run-parts") for e in b.events] == ["1-1"]
