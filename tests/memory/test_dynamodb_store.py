@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from langgraph.graph import START, StateGraph
 from langgraph.store.base import (
     GetOp,
     InvalidNamespaceError,
@@ -32,8 +33,10 @@ from functions.memory import (
     MemoryLabelError,
     MemoryTableMissingError,
     VectorSearchUnsupportedError,
+    attach_memory,
 )
 from functions.memory.dynamodb import MAX_ITEM_BYTES, item_key, split_key
+from functions.settings import Settings
 from tests.memory.conftest import FakeClock, StoreFactory
 
 pytestmark = pytest.mark.integration
@@ -557,3 +560,33 @@ def test_same_answers_as_langgraphs_in_memory_store(
                 assert item.updated_at.timestamp() == clock.now()
                 assert item.created_at.timestamp() == created[full].timestamp()
                 created[full] = item.created_at
+
+
+# --- attaching ------------------------------------------------------------------------------
+
+
+class State(TypedDict, total=False):
+    x: int
+
+
+def test_attach_memory_replaces_a_compiled_store_and_reaches_subgraphs() -> None:
+    # GIVEN a graph compiled with its own InMemoryStore, holding a compiled subgraph
+    sub = StateGraph(State)
+    sub.add_node("inner", lambda state: {})
+    sub.add_edge(START, "inner")
+    builder = StateGraph(State)
+    builder.add_node("sub", sub.compile())
+    builder.add_edge(START, "sub")
+    graph = builder.compile(store=InMemoryStore())
+    # WHEN the platform attaches its store
+    attached = attach_memory(graph, Settings(memory_table="lambdagraph-memory"))
+    # THEN the graph and its subgraph have the DynamoDB store, one per process
+    assert isinstance(attached.store, DynamoDBStore)
+    assert attached.store.table_name == "lambdagraph-memory"
+    assert [s.store for _, s in attached.get_subgraphs(recurse=True)] == [attached.store]
+    assert attach_memory(builder.compile(), Settings(memory_table="lambdagraph-memory")).store is (
+        attached.store
+    )
+    # AND without a table the graph keeps what it had
+    plain = builder.compile(store=InMemoryStore())
+    assert isinstance(attach_memory(plain, Settings(memory_table="")).store, InMemoryStore)
