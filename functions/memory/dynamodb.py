@@ -439,9 +439,13 @@ def item_key(namespace: Sequence[str], key: str) -> ItemKey:
     pk = PK_PREFIX + namespace[0]
     sk = _labels(namespace[1:]) + KEY_START + key
     if len(pk.encode()) > MAX_PK_BYTES:
-        raise MemoryKeyTooLongError(namespace, key, len(pk.encode()), MAX_PK_BYTES)
+        raise MemoryKeyTooLongError(
+            namespace, key, "its first label", len(pk.encode()), MAX_PK_BYTES
+        )
     if len(sk.encode()) > MAX_SK_BYTES:
-        raise MemoryKeyTooLongError(namespace, key, len(sk.encode()), MAX_SK_BYTES)
+        raise MemoryKeyTooLongError(
+            namespace, key, "its further labels and the key", len(sk.encode()), MAX_SK_BYTES
+        )
     return pk, sk
 
 

@@ -37,11 +37,14 @@ class MemoryItemTooLargeError(MemoryStoreError, ValueError):
 
 
 class MemoryKeyTooLongError(MemoryStoreError, ValueError):
-    def __init__(self, namespace: tuple[str, ...], key: str, size: int, limit: int) -> None:
+    def __init__(
+        self, namespace: tuple[str, ...], key: str, part: str, size: int, limit: int
+    ) -> None:
         super().__init__(
-            f"namespace {namespace!r} with key {key[:80]!r}: its labels after the first and "
-            f"the key take {size} bytes, over DynamoDB's sort key limit of {limit} bytes "
-            "(the first label has its own limit of 2 KB): use shorter labels or keys."
+            f"namespace {repr(namespace)[:200]} with key {key[:80]!r}: {part} take {size} bytes, over "
+            f"DynamoDB's key limit of {limit} bytes for it (the first label goes in the "
+            "2 KB partition key, the further labels and the key in the 1 KB sort key): use "
+            "shorter labels or keys."
         )
 
 

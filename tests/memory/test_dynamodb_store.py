@@ -328,8 +328,10 @@ def test_values_must_be_json(make_store: StoreFactory) -> None:
 
 def test_keys_and_labels_dynamodb_cannot_hold_are_refused(make_store: StoreFactory) -> None:
     store = make_store()
-    with pytest.raises(MemoryKeyTooLongError, match="1024"):
+    with pytest.raises(MemoryKeyTooLongError, match="further labels and the key take 1202"):
         store.put(("users", "u" * 600), "k" * 600, {"v": 1})
+    with pytest.raises(MemoryKeyTooLongError, match="first label take 3003 bytes"):
+        store.put(("u" * 3000,), "k", {"v": 1})
     with pytest.raises(MemoryLabelError):
         store.put(("users", "a\x1fb"), "k", {"v": 1})
     # LangGraph's own rules hold too
