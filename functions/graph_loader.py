@@ -1,4 +1,5 @@
-"""Compiled graphs with the engine's checkpointer and node cache attached, cached per process."""
+"""Compiled graphs with the engine's checkpointer, node cache and memory store attached,
+cached per process."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def load_graph(graph_id: str, settings: Settings) -> Any:
         settings.checkpoint_table,
         settings.payload_bucket,
         settings.cache_table,
+        settings.memory_table,
         settings.chat_model,
         settings.offline_model,
         settings.model_limits,
@@ -58,10 +60,11 @@ def load_graph(graph_id: str, settings: Settings) -> Any:
 
 def _compile(graph_id: str, settings: Settings) -> Any:
     from functions.cache import attach_cache  # imports LangGraph: not at cold start
+    from functions.memory import attach_memory
 
     # Provider SDKs are imported by the factory only when a model is made.
     from functions.models.factory import platform_model
     from graphs.registry import get_factory
 
     graph = get_factory(graph_id)(make_checkpointer(settings), platform_model(settings, graph_id))
-    return attach_cache(graph, settings)
+    return attach_memory(attach_cache(graph, settings), settings)

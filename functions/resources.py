@@ -137,6 +137,16 @@ CACHE_TABLE = TableSpec(
     env_var="LAMBDAGRAPH_CACHE_TABLE",
 )
 
+# LangGraph's long-term memory store (functions/memory): memories expire only when put with
+# a ttl (BaseStore TTL, minutes), on ``expires_at``.
+MEMORY_TABLE = TableSpec(
+    logical_id="Memory",
+    partition_key="pk",
+    sort_key="sk",
+    ttl_attribute="expires_at",
+    env_var="LAMBDAGRAPH_MEMORY_TABLE",
+)
+
 PAYLOAD_BUCKET = BucketSpec(logical_id="Payloads", env_var="LAMBDAGRAPH_PAYLOAD_BUCKET")
 
 # --- functions -----------------------------------------------------------------------------

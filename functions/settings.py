@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # The node cache table (functions/cache, docs/models.md "Node caching"); empty = no
     # cache: a node's ``CachePolicy`` then runs it every time.
     cache_table: str = ""
+    # The long-term memory store's table (functions/memory, docs/memory.md); empty = graphs
+    # get no store (``get_store()`` finds none), as before.
+    memory_table: str = ""
     queue_url_high: str = ""
     queue_url_normal: str = ""
     queue_url_low: str = ""

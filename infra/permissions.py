@@ -32,6 +32,7 @@ class Target(StrEnum):
     RUNTIME_INDEXES = "the runtime table's indexes"
     CHECKPOINT_TABLE = "the checkpoint table"
     CACHE_TABLE = "the node cache table"
+    MEMORY_TABLE = "the long-term memory store's table"
     PAYLOAD_BUCKET = "the payload bucket (bucket-level calls: listing)"
     PAYLOAD_OBJECTS = "the payload bucket's objects"
     # The three priority queues: a run's priority is data, so a function that sends to one
@@ -164,9 +165,9 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         _PUT_EVENTS,
     ),
     # Claims, runs and their endings (runtime table: a rolled-back run's record is deleted),
-    # one superstep (checkpoints, large values in the bucket, cached node writes), the next
-    # step message on any priority, and a message put back with a delay (rate limit, a busy
-    # thread) by changing its visibility. Receiving is the event source's
+    # one superstep (checkpoints, large values in the bucket, cached node writes, memories),
+    # the next step message on any priority, and a message put back with a delay (rate
+    # limit, a busy thread) by changing its visibility. Receiving is the event source's
     # (infra/constructs/worker.py).
     STEP_WORKER_FUNCTION.logical_id: (
         Access(
@@ -186,6 +187,20 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         # writes (BatchGetItem) and stores them (BatchWriteItem). Clearing it is an
         # operator's tool, granted to no function.
         Access(Target.CACHE_TABLE, ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem")),
+        # The memory store (functions/memory), read and written by the nodes it runs: gets
+        # (BatchGetItem), searches and namespace listings under a prefix (Query), under the
+        # empty prefix (Scan), puts and TTL refreshes (UpdateItem, which keeps created_at
+        # without a read), deletes (DeleteItem).
+        Access(
+            Target.MEMORY_TABLE,
+            (
+                "dynamodb:BatchGetItem",
+                "dynamodb:Query",
+                "dynamodb:Scan",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            ),
+        ),
         Access(Target.STEP_QUEUES, ("sqs:SendMessage", "sqs:ChangeMessageVisibility")),
         # Approval records (PutItem) and their executions, at a run's ending.
         _START_APPROVAL,

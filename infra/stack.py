@@ -20,6 +20,7 @@ from functions.resources import (
     API_JOIN_TIMEOUT_S,
     CACHE_TABLE,
     CHECKPOINT_TABLE,
+    MEMORY_TABLE,
     METRICS_NAMESPACE,
     PAYLOAD_BUCKET,
     RUNTIME_TABLE,
@@ -177,6 +178,7 @@ class LambdaGraphStack(Stack):
             RUNTIME_TABLE.env_var: self.storage.runtime_table.table_name,
             PAYLOAD_BUCKET.env_var: self.storage.payload_bucket.bucket_name,
             CACHE_TABLE.env_var: self.storage.cache_table.table_name,
+            MEMORY_TABLE.env_var: self.storage.memory_table.table_name,
             "LAMBDAGRAPH_TTL_DAYS": str(config.ttl_days),
             # What API Gateway's 29 s wall leaves a runs/wait (functions/resources.py).
             "LAMBDAGRAPH_JOIN_TIMEOUT_S": f"{API_JOIN_TIMEOUT_S:g}",
@@ -229,6 +231,7 @@ class LambdaGraphStack(Stack):
             ],
             Target.CHECKPOINT_TABLE: [storage.checkpoint_table.table_arn],
             Target.CACHE_TABLE: [storage.cache_table.table_arn],
+            Target.MEMORY_TABLE: [storage.memory_table.table_arn],
             Target.PAYLOAD_BUCKET: [storage.payload_bucket.bucket_arn],
             Target.PAYLOAD_OBJECTS: [storage.payload_bucket.arn_for_objects("*")],
             Target.STEP_QUEUES: [queue.queue_arn for queue in self.queues.queues.values()],
@@ -285,6 +288,7 @@ class LambdaGraphStack(Stack):
         CfnOutput(self, "CheckpointTableName", value=self.storage.checkpoint_table.table_name)
         CfnOutput(self, "RuntimeTableName", value=self.storage.runtime_table.table_name)
         CfnOutput(self, "CacheTableName", value=self.storage.cache_table.table_name)
+        CfnOutput(self, "MemoryTableName", value=self.storage.memory_table.table_name)
         CfnOutput(self, "PayloadBucketName", value=self.storage.payload_bucket.bucket_name)
         for priority, spec in STEP_QUEUES.items():
             CfnOutput(self, f"{spec.logical_id}Url", value=self.queues.queues[priority].queue_url)

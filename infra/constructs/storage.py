@@ -1,4 +1,4 @@
-"""Checkpoint, runtime and node cache tables, and the bucket for large checkpoint payloads.
+"""Checkpoint, runtime, node cache and memory tables, and the bucket for large checkpoint payloads.
 
 Tables come from the ``TableSpec``s in ``functions.resources`` (the local stack reads the same
 specs): on-demand, point-in-time recovery, TTL, encryption with the AWS-managed KMS key.
@@ -19,6 +19,7 @@ from constructs import Construct
 from functions.resources import (
     CACHE_TABLE,
     CHECKPOINT_TABLE,
+    MEMORY_TABLE,
     PAYLOAD_BUCKET,
     RUNTIME_TABLE,
     TableSpec,
@@ -43,6 +44,10 @@ class Storage(Construct):
         # LangGraph's node cache (functions/cache): TTL on ``expires_at``, set per entry by
         # the node's CachePolicy, not by ``ttl_days``.
         self.cache_table = _table(self, CACHE_TABLE, removal)
+        # LangGraph's long-term memory store (functions/memory): what graphs remember across
+        # runs and threads, kept (point-in-time recovery like the others) until deleted or
+        # put with a TTL (``expires_at``), not by ``ttl_days``.
+        self.memory_table = _table(self, MEMORY_TABLE, removal)
         lifecycle = [
             s3.LifecycleRule(
                 id="AbortUploads", abort_incomplete_multipart_upload_after=Duration.days(1)

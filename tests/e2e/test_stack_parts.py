@@ -14,6 +14,7 @@ import pytest
 from functions.resources import (
     CACHE_TABLE,
     CHECKPOINT_TABLE,
+    MEMORY_TABLE,
     PAYLOAD_BUCKET,
     RUNTIME_TABLE,
     STEP_QUEUES,
@@ -78,6 +79,18 @@ def test_the_node_cache_table_is_created_with_its_ttl(stub_stack: LocalStack) ->
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
     assert stub_stack.resources is not None
     assert stub_stack.resources.env[CACHE_TABLE.env_var] == name
+
+
+def test_the_memory_table_is_created_with_its_ttl(stub_stack: LocalStack) -> None:
+    # GIVEN a running stack WHEN the memory store's table is described
+    dynamodb = stub_stack.client("dynamodb")
+    name = local_name(MEMORY_TABLE.logical_id)
+    ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    # THEN memories put with a TTL expire on ``expires_at`` and functions are told its name
+    # (so graphs the platform compiles get the store)
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+    assert stub_stack.resources is not None
+    assert stub_stack.resources.env[MEMORY_TABLE.env_var] == name
 
 
 def test_bucket_is_created(stub_stack: LocalStack) -> None:

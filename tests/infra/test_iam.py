@@ -114,6 +114,7 @@ def test_worker_reaches_its_tables_bucket_and_queues_only(synth: Synth) -> None:
         synth.logical_id(stack.storage.runtime_table),
         synth.logical_id(stack.storage.checkpoint_table),
         synth.logical_id(stack.storage.cache_table),
+        synth.logical_id(stack.storage.memory_table),
     }
     queues = {synth.logical_id(q) for q in stack.queues.queues.values()}
 
@@ -139,6 +140,29 @@ def test_only_the_worker_reaches_the_node_cache_and_only_in_batches(synth: Synth
     # Scan, no Query, no other function
     assert reaching == {
         STEP_WORKER_FUNCTION.handler: {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"}
+    }
+
+
+def test_only_the_worker_reaches_the_memory_store_with_the_calls_it_makes(synth: Synth) -> None:
+    # GIVEN the memory table and every function's role
+    memory_id = synth.logical_id(synth.stack.storage.memory_table)
+    reaching = {}
+    for fn in synth.resources("AWS::Lambda::Function").values():
+        handler = fn["Properties"]["Handler"]
+        granted = _grants(_role_statements(synth, handler))
+        actions = {action for action, resources in granted.items() if memory_id in resources}
+        if actions:
+            reaching[handler] = actions
+    # THEN only the step worker (the one that runs nodes) reaches it, with the calls of
+    # functions.memory: no PutItem (puts are UpdateItem, keeping created_at), no GetItem
+    assert reaching == {
+        STEP_WORKER_FUNCTION.handler: {
+            "dynamodb:BatchGetItem",
+            "dynamodb:Query",
+            "dynamodb:Scan",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+        }
     }
 
 

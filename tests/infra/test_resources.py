@@ -27,6 +27,7 @@ from functions.resources import (
     HOUSEKEEPING_FUNCTION,
     HOUSEKEEPING_RATE_MINUTES,
     LOG_RETENTION_DAYS,
+    MEMORY_TABLE,
     METRIC_API_SERVER_ERRORS,
     METRIC_QUEUE_WAIT,
     METRIC_STEP_DURATION,
@@ -89,7 +90,9 @@ def _alias_of(synth: Synth, function_id: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "spec", [CHECKPOINT_TABLE, RUNTIME_TABLE, CACHE_TABLE], ids=lambda s: s.logical_id
+    "spec",
+    [CHECKPOINT_TABLE, RUNTIME_TABLE, CACHE_TABLE, MEMORY_TABLE],
+    ids=lambda s: s.logical_id,
 )
 def test_table_follows_its_shared_spec(synth: Synth, spec: TableSpec) -> None:
     # GIVEN the shared TableSpec
@@ -248,6 +251,7 @@ def test_environment_names_only_settings_the_handlers_read(synth: Synth) -> None
         CHECKPOINT_TABLE.env_var,
         RUNTIME_TABLE.env_var,
         CACHE_TABLE.env_var,
+        MEMORY_TABLE.env_var,
         "LAMBDAGRAPH_PAYLOAD_BUCKET",
         *(spec.env_var for spec in STEP_QUEUES.values()),
         *(spec.dlq_env_var for spec in STEP_QUEUES.values() if spec.dlq_env_var),
@@ -268,6 +272,9 @@ def test_environment_names_only_settings_the_handlers_read(synth: Synth) -> None
         }
         assert env[CACHE_TABLE.env_var] == {
             "Ref": synth.logical_id(synth.stack.storage.cache_table)
+        }
+        assert env[MEMORY_TABLE.env_var] == {
+            "Ref": synth.logical_id(synth.stack.storage.memory_table)
         }
         for priority, spec in STEP_QUEUES.items():
             assert env[spec.env_var] == {
