@@ -633,7 +633,7 @@ def _limits(run: RunRecord, settings: Settings) -> Limits:
 def budget_steps_message(max_steps: int) -> str:
     """The error of a run stopped by ``max_steps`` (at the boundary before the next step)."""
     return (
-        f"budget max_steps={max_steps:,} exceeded: {max_steps:,} steps done and the run "
+        f"budget max_steps={max_steps} exceeded: {max_steps:,} steps done and the run "
         f"needs more (step {max_steps + 1:,} not run)"
     )
 

@@ -185,7 +185,7 @@ def exceeded(usage: dict[str, Any], limits: Limits, where: str) -> str | None:
     tokens = int(usage.get("total_tokens") or 0)
     cost = float(usage.get("cost_usd") or 0.0)
     if limits.max_tokens and tokens > limits.max_tokens:
-        return f"budget max_tokens={limits.max_tokens:,} exceeded: {tokens:,} tokens {where}"
+        return f"budget max_tokens={limits.max_tokens} exceeded: {tokens:,} tokens {where}"
     if limits.max_cost_usd and cost > limits.max_cost_usd:
         return (
             f"budget max_cost_usd={limits.max_cost_usd:g} exceeded: "

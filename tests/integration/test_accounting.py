@@ -121,7 +121,7 @@ def test_a_token_budget_stops_the_run_at_the_step_boundary_with_the_figures(
     assert got["status"] == "error"
     spent = got["usage"]["total_tokens"]
     assert spent == tokens_per_step * 4
-    assert got["error"] == (f"budget max_tokens={limit:,} exceeded: {spent:,} tokens after step 4")
+    assert got["error"] == (f"budget max_tokens={limit} exceeded: {spent:,} tokens after step 4")
     assert got["usage"]["by_model"]["offline"]["calls"] == 4
     # AND the thread keeps the state of those 4 steps and takes the next run
     state = stack.api("GET", f"/threads/{thread_id}/state").body
@@ -256,3 +256,13 @@ def test_step_usage_is_emitted_as_metrics_by_model(capsys: pytest.CaptureFixture
     assert line["ModelInputTokens"] == [1000.0]
     assert line["ModelOutputTokens"] == [500.0]
     assert line["ModelCostUSD"] == [pytest.approx((1000 * 0.15 + 500 * 0.60) / 1e6)]
+
+
+def test_the_budget_error_reads_as_the_issue_writes_it() -> None:
+    from functions.models.usage import Limits, exceeded
+
+    assert (
+        exceeded({"total_tokens": 2314, "cost_usd": 0.0}, Limits(max_tokens=2000), "after step 4")
+        == "budget max_tokens=2000 exceeded: 2,314 tokens after step 4"
+    )
+    assert exceeded({"total_tokens": 1999}, Limits(max_tokens=2000), "after step 4") is None
