@@ -7,7 +7,8 @@ each node); the choice, first match wins:
 1. the run's ``config.configurable.models[<node>]``, then its ``models["default"]`` —
    only models the deployment allows runs to pick (``LAMBDAGRAPH_RUN_MODELS``, checked
    when the run is created);
-2. the deployment's ``LAMBDAGRAPH_MODELS[<graph>.<node>]``, then ``[<node>]``;
+2. the deployment's ``LAMBDAGRAPH_MODELS[<graph>.<node>]``, then ``[<node>]``, then the
+   graph's default ``[<graph>.*]``;
 3. the deployment's model (``LAMBDAGRAPH_CHAT_MODEL``, else the offline model).
 
 So the ``support`` classifier can run on a cheap model and its specialists on a stronger one
@@ -130,6 +131,8 @@ class RoutedChatModel(BaseChatModel):
             )
         else:
             spec = run_models.get(RUN_DEFAULT)
+        # The graph's own default (``"<graph>.*"``), then the deployment's.
+        spec = spec or self.routes.get(f"{self.graph_id}.*")
         return self.make(spec) if spec else self.default
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:

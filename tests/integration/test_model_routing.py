@@ -206,3 +206,16 @@ def test_with_langsmith_tracing_on_each_invocation_sends_its_traces_before_retur
     plain.start_run(plain.create_thread(), input=TEXT)
     plain.pump()
     assert flushed == []
+
+
+def test_a_graph_wide_model_covers_the_nodes_not_named(
+    moto_endpoint: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    # GIVEN support on one model except its classifier
+    routes = {"support.*": "fake:graph-wide", "support.classify": "fake:cheap-classifier"}
+    stack = Stack(moto_endpoint, models=json.dumps(routes))
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, input=TEXT)
+    stack.pump()
+    assert set(_by_model(stack, thread_id, run["run_id"])) == {"graph-wide", "cheap-classifier"}
