@@ -143,3 +143,41 @@ def test_without_a_memory_table_graphs_get_no_store(
     # WHEN it runs THEN it finds none, as before the store existed
     _run(stack, user="u1")
     assert seen == [None]
+
+
+def test_a_node_gets_forgets_and_lists_every_memory(
+    memory_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graphs import registry
+
+    seen: dict[str, Any] = {}
+
+    def manage(state: MemoryState) -> dict[str, Any]:
+        store = get_store()
+        user = state["user"]
+        if state.get("remember"):
+            store.put(("memories", user), "latest", {"text": state["remember"]})
+            return {}
+        item = store.get(("memories", user), "latest")
+        seen["got"] = item.value["text"] if item is not None else None
+        store.delete(("memories", user), "latest")
+        seen["after_delete"] = store.get(("memories", user), "latest")
+        # Every memory of every user: a search under no namespace at all.
+        seen["everyone"] = sorted(i.value["text"] for i in store.search((), limit=100))
+        return {}
+
+    def factory(checkpointer: Any, model: Any) -> Any:
+        builder = StateGraph(MemoryState)
+        builder.add_node("manage", manage)
+        builder.add_edge(START, "manage")
+        builder.add_edge("manage", END)
+        return builder.compile(checkpointer=checkpointer)
+
+    monkeypatch.setitem(registry.GRAPHS, "memory", factory)
+    # GIVEN memories of two users, written by runs
+    _run(memory_stack, user="u1", remember="likes green tea")
+    _run(memory_stack, user="u2", remember="lives in Porto")
+    # WHEN a run reads u1's memory by key, deletes it and lists what is left
+    _run(memory_stack, user="u1")
+    # THEN it got it, it is gone, and u2's remains
+    assert seen == {"got": "likes green tea", "after_delete": None, "everyone": ["lives in Porto"]}
