@@ -64,6 +64,30 @@ class TableSpec:
             ]
         return request
 
+    def ensure_table(self, client: Any, table_name: str) -> None:
+        """Create the table (and turn its TTL on) when it is missing: the local stack's and
+        tests' ``setup()``; idempotent, and safe when another process creates it too."""
+        from botocore.exceptions import ClientError
+
+        try:
+            client.describe_table(TableName=table_name)
+            return
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+        try:
+            client.create_table(**self.create_table_request(table_name))
+        except ClientError as exc:
+            # Another process created it between our describe and create: that is fine.
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+        client.get_waiter("table_exists").wait(TableName=table_name)
+        if self.ttl_attribute:
+            client.update_time_to_live(
+                TableName=table_name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": self.ttl_attribute},
+            )
+
 
 def _key_schema(partition_key: str, sort_key: str | None) -> list[dict[str, str]]:
     schema = [{"AttributeName": partition_key, "KeyType": "HASH"}]

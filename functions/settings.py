@@ -6,12 +6,21 @@ boto3 itself) points every client at moto locally.
 
 from __future__ import annotations
 
+import importlib
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions.resources import API_JOIN_TIMEOUT_S, STEP_LEASE_S, STEP_TIMINGS
+
+# Model settings and the parsers that check them when settings are read (functions/models).
+_MODEL_TABLES = {
+    "models": ("functions.models.routing", "parse_routes"),
+    "run_models": ("functions.models.routing", "parse_run_models"),
+    "model_limits": ("functions.models.limits", "parse_limits"),
+    "model_prices": ("functions.models.prices", "parse_prices"),
+}
 
 
 class Settings(BaseSettings):
@@ -174,36 +183,12 @@ class Settings(BaseSettings):
             parse_spec(value)
         return value.strip()
 
-    @field_validator("models")
+    @field_validator(*_MODEL_TABLES)
     @classmethod
-    def _model_routes(cls, value: str) -> str:
-        from functions.models.routing import parse_routes
-
-        parse_routes(value)
-        return value
-
-    @field_validator("run_models")
-    @classmethod
-    def _run_models(cls, value: str) -> str:
-        from functions.models.routing import parse_run_models
-
-        parse_run_models(value)
-        return value
-
-    @field_validator("model_limits")
-    @classmethod
-    def _limits_table(cls, value: str) -> str:
-        from functions.models.limits import parse_limits
-
-        parse_limits(value)
-        return value
-
-    @field_validator("model_prices")
-    @classmethod
-    def _price_table(cls, value: str) -> str:
-        from functions.models.prices import parse_prices
-
-        parse_prices(value)
+    def _model_table(cls, value: str, info: ValidationInfo) -> str:
+        # Parsed by the module that uses it, so a typo fails at start-up, not in a run.
+        module, parser = _MODEL_TABLES[str(info.field_name)]
+        getattr(importlib.import_module(module), parser)(value)
         return value
 
 

@@ -95,6 +95,21 @@ _CHECKPOINT_TABLE = Access(
     Target.CHECKPOINT_TABLE, ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:BatchWriteItem")
 )
 _LIST_PAYLOADS = Access(Target.PAYLOAD_BUCKET, ("s3:ListBucket",))
+_PAYLOAD_OBJECTS = Access(
+    Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
+)
+# Threads, runs and their claims and endings in the runtime table (a rolled-back run's
+# record is deleted; a thread's runs are queried).
+_RUNS = Access(
+    Target.RUNTIME_TABLE,
+    (
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+    ),
+)
 _SEND_STEPS = Access(Target.STEP_QUEUES, ("sqs:SendMessage",))
 # A run that ends at an approval interrupt starts its execution (whoever finishes the ending).
 _START_APPROVAL = Access(Target.APPROVAL_STATE_MACHINE, ("states:StartExecution",))
@@ -123,7 +138,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         Access(Target.RUNTIME_INDEXES, ("dynamodb:Query",)),
         _CHECKPOINT_TABLE,
         _LIST_PAYLOADS,
-        Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
+        _PAYLOAD_OBJECTS,
         _SEND_STEPS,
         # The approval pages: verify the link (signing key), settle (SendTaskSuccess).
         _DECIDE_APPROVAL,
@@ -145,20 +160,11 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     # deletes the thread's payload objects; a run ending it finishes starts its approval
     # (record, StartExecution) and puts its event.
     STREAM_FUNCTION.logical_id: (
-        Access(
-            Target.RUNTIME_TABLE,
-            (
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
-                "dynamodb:Query",
-            ),
-        ),
+        _RUNS,
         _CHECKPOINT_TABLE,
         _LIST_PAYLOADS,
         # A run it creates with a large input stores the input in the bucket (PutObject).
-        Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
+        _PAYLOAD_OBJECTS,
         _SEND_STEPS,
         _DECIDE_APPROVAL,
         _START_APPROVAL,
@@ -170,19 +176,10 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     # limit, a busy thread) by changing its visibility. Receiving is the event source's
     # (infra/constructs/worker.py).
     STEP_WORKER_FUNCTION.logical_id: (
-        Access(
-            Target.RUNTIME_TABLE,
-            (
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
-                "dynamodb:Query",
-            ),
-        ),
+        _RUNS,
         _CHECKPOINT_TABLE,
         _LIST_PAYLOADS,
-        Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
+        _PAYLOAD_OBJECTS,
         # The node cache (functions/cache): the only function that runs nodes reads cached
         # writes (BatchGetItem) and stores them (BatchWriteItem). Clearing it is an
         # operator's tool, granted to no function.
@@ -210,16 +207,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     # run endings, a rollback among them (it reads and rewrites or deletes checkpoints; it
     # writes no new payload object: a restored checkpoint points at the ones it had).
     HOUSEKEEPING_FUNCTION.logical_id: (
-        Access(
-            Target.RUNTIME_TABLE,
-            (
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
-                "dynamodb:Query",
-            ),
-        ),
+        _RUNS,
         Access(Target.RUNTIME_INDEXES, ("dynamodb:Query",)),
         _CHECKPOINT_TABLE,
         _LIST_PAYLOADS,
@@ -238,16 +226,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     # values from the bucket) and the restored one written, the rolled-back run's record
     # deleted). Receiving is the event source's (infra/constructs/approvals.py).
     APPROVAL_NOTIFIER_FUNCTION.logical_id: (
-        Access(
-            Target.RUNTIME_TABLE,
-            (
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
-                "dynamodb:Query",
-            ),
-        ),
+        _RUNS,
         Access(Target.CHECKPOINT_TABLE, ("dynamodb:Query", "dynamodb:PutItem")),
         # A restored checkpoint points at the objects it had: it writes none.
         Access(Target.PAYLOAD_OBJECTS, ("s3:GetObject",)),

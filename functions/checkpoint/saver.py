@@ -67,7 +67,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from functions.checkpoint.layout import TTL, TTL_MARGIN_MAX_S
+from functions.checkpoint.layout import TTL_MARGIN_MAX_S
 from functions.checkpoint.maintenance import Maintenance
 from functions.resources import CHECKPOINT_TABLE
 
@@ -149,27 +149,9 @@ class DynamoDBSaver(Maintenance):
 
     def setup(self) -> None:
         """Create the table (and bucket, if named) when missing, as LangGraph's savers do."""
-        try:
-            self.client.describe_table(TableName=self.table_name)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-                raise
-            self._create_table()
+        CHECKPOINT_TABLE.ensure_table(self.client, self.table_name)
         if self.bucket_name is not None:
             self._create_bucket()
-
-    def _create_table(self) -> None:
-        try:
-            self.client.create_table(**CHECKPOINT_TABLE.create_table_request(self.table_name))
-        except ClientError as exc:
-            # Another process created it between our describe and create: that is fine.
-            if exc.response["Error"]["Code"] != "ResourceInUseException":
-                raise
-        self.client.get_waiter("table_exists").wait(TableName=self.table_name)
-        self.client.update_time_to_live(
-            TableName=self.table_name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL},
-        )
 
     def _create_bucket(self) -> None:
         assert self.s3 is not None

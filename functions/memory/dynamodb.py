@@ -170,23 +170,7 @@ class DynamoDBStore(BaseStore):
 
     def setup(self) -> None:
         """Create the table with its TTL when missing (local stack, tests); idempotent."""
-        try:
-            self.client.describe_table(TableName=self.table_name)
-            return
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-                raise
-        try:
-            self.client.create_table(**MEMORY_TABLE.create_table_request(self.table_name))
-        except ClientError as exc:
-            # Another process created it between our describe and create: that is fine.
-            if exc.response["Error"]["Code"] != "ResourceInUseException":
-                raise
-        self.client.get_waiter("table_exists").wait(TableName=self.table_name)
-        self.client.update_time_to_live(
-            TableName=self.table_name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": EXPIRES_AT},
-        )
+        MEMORY_TABLE.ensure_table(self.client, self.table_name)
 
     # --- BaseStore -------------------------------------------------------------------------
 

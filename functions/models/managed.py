@@ -27,12 +27,13 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
 from functions.models.context import current_step
 from functions.models.limits import ModelGate, ModelUnavailable, RateLimited, Ticket
+from functions.models.streams import stream_chunks
 
 
 class ModelCallTimeout(TimeoutError):
@@ -134,11 +135,7 @@ class ManagedChatModel(BaseChatModel):
         # The call is gated and retried as a whole; its chunks are streamed once it is made
         # (a failure half-way through a stream cannot be retried without repeating tokens).
         def call(model: BaseChatModel) -> list[ChatGenerationChunk]:
-            if type(model)._stream is BaseChatModel._stream:
-                result = model._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-                message = result.generations[0].message
-                return [ChatGenerationChunk(message=AIMessageChunk(**message.model_dump()))]
-            return list(model._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
+            return list(stream_chunks(model, messages, stop, run_manager, **kwargs))
 
         yield from self._managed(messages, call, _chunk_tokens)
 

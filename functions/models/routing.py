@@ -32,6 +32,7 @@ from langchain_core.runnables.config import ensure_config
 from pydantic import ConfigDict, Field
 
 from functions.models.factory import ModelSpecError, parse_spec
+from functions.models.streams import stream_chunks
 
 # A run's choice of model for all its nodes (``configurable.models.default``).
 RUN_DEFAULT = "default"
@@ -167,14 +168,7 @@ class RoutedChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         model = self.chosen()
         call_kwargs = self._call_kwargs(model, dict(kwargs))
-        if type(model)._stream is BaseChatModel._stream:
-            from langchain_core.messages import AIMessageChunk
-
-            result = model._generate(messages, stop=stop, run_manager=run_manager, **call_kwargs)
-            message = result.generations[0].message
-            yield ChatGenerationChunk(message=AIMessageChunk(**message.model_dump()))
-            return
-        yield from model._stream(messages, stop=stop, run_manager=run_manager, **call_kwargs)
+        yield from stream_chunks(model, messages, stop, run_manager, **call_kwargs)
 
 
 class ModelMaker:

@@ -11,21 +11,9 @@ import boto3
 import pytest
 
 from functions.cache import DynamoDBCache
+from tests.clocks import FakeClock
 
 CacheFactory = Callable[..., DynamoDBCache[Any]]
-
-
-class FakeClock:
-    """Epoch seconds that a test advances instead of sleeping."""
-
-    def __init__(self, start: float = 1_800_000_000.25) -> None:
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture

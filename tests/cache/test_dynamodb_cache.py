@@ -19,7 +19,8 @@ from langgraph.types import CachePolicy
 from functions import clock as clock_module
 from functions.cache import CacheTableMissingError, DynamoDBCache
 from functions.cache.dynamodb import EXPIRES_AT, MAX_ITEM_BYTES, item_key
-from tests.cache.conftest import CacheFactory, FakeClock
+from tests.cache.conftest import CacheFactory
+from tests.clocks import FakeClock
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ from functions.models.limits import ModelGate, ModelLimit, ModelUnavailable, Rat
 from functions.models.managed import ManagedChatModel, classify_error
 from functions.models.meter import UsageMeter
 from graphs.offline_model import OfflineChatModel
+from tests.clocks import FakeClock
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -26,20 +27,9 @@ pytestmark = pytest.mark.integration
 TEXT = {"messages": [{"role": "user", "content": "I was charged twice"}]}
 
 
-class FrozenClock:
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
 @pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
-    fake = FrozenClock()
+def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock(time.time())
     monkeypatch.setattr(clock, "now", fake.now)
     return fake
 
@@ -48,7 +38,7 @@ def _gate(stack: Stack, model: str, limit: ModelLimit, **kw: Any) -> ModelGate:
     return ModelGate(stack.settings.runtime_table, model, limit, **kw)
 
 
-def test_the_bucket_gives_its_burst_then_the_rate(stack: Stack, frozen: FrozenClock) -> None:
+def test_the_bucket_gives_its_burst_then_the_rate(stack: Stack, frozen: FakeClock) -> None:
     gate = _gate(stack, "m-rate", ModelLimit(rpm=60, burst=3))
     for _ in range(3):
         gate.acquire("high", 10)
@@ -63,7 +53,7 @@ def test_the_bucket_gives_its_burst_then_the_rate(stack: Stack, frozen: FrozenCl
 
 
 def test_high_priority_keeps_a_reserve_that_background_work_cannot_take(
-    stack: Stack, frozen: FrozenClock
+    stack: Stack, frozen: FakeClock
 ) -> None:
     def taken(gate: ModelGate, priority: str) -> int:
         n = 0
@@ -83,7 +73,7 @@ def test_high_priority_keeps_a_reserve_that_background_work_cannot_take(
 
 
 def test_concurrent_workers_never_get_more_than_the_bucket_holds(
-    stack: Stack, frozen: FrozenClock
+    stack: Stack, frozen: FakeClock
 ) -> None:
     # GIVEN 8 workers (threads, each its own gate as each Lambda has) on one model's bucket
     limit = ModelLimit(rpm=60, burst=20)
@@ -110,7 +100,7 @@ def test_concurrent_workers_never_get_more_than_the_bucket_holds(
 
 
 def test_tokens_are_limited_and_settled_to_what_the_call_used(
-    stack: Stack, frozen: FrozenClock
+    stack: Stack, frozen: FakeClock
 ) -> None:
     gate = _gate(stack, "m-tokens", ModelLimit(rpm=6000, tpm=6000, burst=100))
     # token capacity banks as long as requests do: 100 requests = 1 s = 100 tokens
@@ -161,7 +151,7 @@ def test_errors_are_classified_as_providers_report_them() -> None:
 
 
 def test_a_transient_failure_is_retried_with_backoff_in_the_call(
-    stack: Stack, frozen: FrozenClock
+    stack: Stack, frozen: FakeClock
 ) -> None:
     sleeps: list[float] = []
     inner = Failing(error=ProviderError(503), times=2)
@@ -177,7 +167,7 @@ def test_a_transient_failure_is_retried_with_backoff_in_the_call(
 
 
 def test_a_provider_429_drains_the_bucket_until_its_retry_after(
-    stack: Stack, frozen: FrozenClock
+    stack: Stack, frozen: FakeClock
 ) -> None:
     gate = _gate(stack, "m-429", ModelLimit(rpm=600))
     model = ManagedChatModel(inner=Failing(error=ProviderError(429, "7")), gate=gate)
@@ -192,7 +182,7 @@ def test_a_provider_429_drains_the_bucket_until_its_retry_after(
 
 
 def test_the_breaker_opens_falls_back_and_recovers_through_a_probe(
-    stack: Stack, frozen: FrozenClock
+    stack: Stack, frozen: FakeClock
 ) -> None:
     # GIVEN a model failing with 5xx, no in-call retries, a breaker opening after 3 failures
     inner = Failing(error=ProviderError(502), times=3)
@@ -227,7 +217,7 @@ def test_the_breaker_opens_falls_back_and_recovers_through_a_probe(
     assert inner.calls == 5
 
 
-def test_a_failed_probe_reopens_the_breaker(stack: Stack, frozen: FrozenClock) -> None:
+def test_a_failed_probe_reopens_the_breaker(stack: Stack, frozen: FakeClock) -> None:
     inner = Failing(error=ProviderError(500))
     gate = _gate(stack, "m-probe", ModelLimit(rpm=600), breaker_failures=2, breaker_cooldown_s=10)
     model = ManagedChatModel(inner=inner, gate=gate, retries=0)
@@ -265,7 +255,7 @@ def test_tools_bind_through_the_managed_model(stack: Stack) -> None:
 
 
 def test_a_rate_limited_step_is_deferred_not_failed(
-    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, frozen: FrozenClock
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, frozen: FakeClock
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     # GIVEN a deployment whose offline model may make 6 calls a minute, 1 at once
@@ -311,7 +301,7 @@ def _wait_for_message(stack: Stack, timeout_s: float = 20) -> tuple[str, dict[st
 
 
 def test_a_deferred_steps_stream_events_are_read_once(
-    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, frozen: FrozenClock
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, frozen: FakeClock
 ) -> None:
     from tests.integration.test_streaming import BILLING, STEP_MODES, _tail
     from tests.stream_parity import comparable, reference_stream
@@ -355,7 +345,7 @@ class Hanging(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage("answered"))])
 
 
-def test_a_hung_call_times_out_and_is_retried(stack: Stack, frozen: FrozenClock) -> None:
+def test_a_hung_call_times_out_and_is_retried(stack: Stack, frozen: FakeClock) -> None:
     release = threading.Event()
     inner = Hanging(times=1, release=release)
     model = ManagedChatModel(

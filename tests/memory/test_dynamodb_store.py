@@ -37,7 +37,8 @@ from functions.memory import (
 )
 from functions.memory.dynamodb import MAX_ITEM_BYTES, item_key, split_key
 from functions.settings import Settings
-from tests.memory.conftest import FakeClock, StoreFactory
+from tests.clocks import FakeClock
+from tests.memory.conftest import StoreFactory
 
 pytestmark = pytest.mark.integration
 
