@@ -199,6 +199,15 @@ class RunService:
         except InfrastructureError:
             logger.warning("approvals not settled by the API resume", extra={"run_id": run.run_id})
 
+    def _cancel_approvals(self, run: RunRecord) -> bool:
+        """A run that stopped for approval has ended (``success``, thread ``interrupted``);
+        cancelling it withdraws its pending approvals (functions/approvals): True if any."""
+        if run.status != "success":
+            return False
+        from functions.approvals.service import ApprovalService
+
+        return ApprovalService(self).cancel_for_run(run) > 0
+
     def _thread_for_run(self, tenant: str, thread_id: str, body: RunCreate) -> ThreadRecord:
         thread = self.store.get_thread(thread_id)
         if thread is not None and thread.tenant != tenant:
@@ -525,6 +534,8 @@ class RunService:
     ) -> RunRecord:
         run = self.get(tenant, thread_id, run_id)
         if not run.active:
+            if self._cancel_approvals(run):
+                return self.store.get_run(thread_id, run_id) or run
             # 404 as the official server answers (the SDK raises NotFoundError).
             raise NotFoundError(
                 f"No matching runs to cancel: run {run_id!r} is already {run.status}."

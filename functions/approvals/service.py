@@ -71,17 +71,17 @@ class ApprovalService:
 
     # --- 1. start (a run-ending effect) ------------------------------------------------
 
-    def start(self, run: RunRecord, ending: Ending) -> None:
-        """Idempotent: keyed by the run and the interrupt."""
+    def _records_for(self, run: RunRecord, ending: Ending) -> list[ApprovalRecord]:
+        """The approvals a run's ending asks for, as new records (ids derived from the run
+        and its interrupts: the same ones whoever computes them)."""
         requests = approval_requests(
             ending.interrupts,
             default_reviewers=self.settings.reviewers,
             default_timeout_s=self.settings.approval_timeout_s,
         )
-        for request in requests:
-            approval_id = approval_id_for(run.run_id, request.interrupt_id)
-            record = ApprovalRecord(
-                approval_id=approval_id,
+        return [
+            ApprovalRecord(
+                approval_id=approval_id_for(run.run_id, request.interrupt_id),
                 tenant=run.tenant,
                 thread_id=run.thread_id,
                 run_id=run.run_id,
@@ -95,6 +95,13 @@ class ApprovalService:
                 expires_at=int(clock.now()) + request.timeout_s,
                 reason=request.reason,
             )
+            for request in requests
+        ]
+
+    def start(self, run: RunRecord, ending: Ending) -> None:
+        """Idempotent: keyed by the run and the interrupt."""
+        for record in self._records_for(run, ending):
+            approval_id = record.approval_id
             if not self.records.put_if_absent(record):
                 record = self.records.get(approval_id) or record
             if not record.reviewers:
@@ -279,6 +286,24 @@ class ApprovalService:
                 self.records.set_resumed(record.approval_id, run_id)
                 _complete(record.task_token, record, "approved" if approved else "rejected")
 
+    def cancel_for_run(self, run: RunRecord) -> int:
+        """The run that stopped for approval was cancelled (``POST .../cancel``): its pending
+        approvals are cancelled and their executions completed without a resume, so the
+        emailed links say "already decided: cancelled"; how many were cancelled.
+
+        The cancel may come while the run's ending is still under way (the approval being
+        stored or its execution started): the records are then stored here first, so that
+        the start, when it comes, finds them cancelled and starts nothing. An execution that
+        was started all the same ends when its token arrives (``notify``)."""
+        if run.ending is not None and "approval" in run.ending.effects:
+            for record in self._records_for(run, run.ending):
+                self.records.put_if_absent(record)
+        mine = [r for r in self.records.for_thread(run.thread_id) if r.run_id == run.run_id]
+        cancelled = _cancel_pending(self.records, mine)
+        if cancelled:
+            logger.info("approvals cancelled", extra={"run_id": run.run_id, "count": cancelled})
+        return cancelled
+
     def list_thread(self, tenant: str, thread_id: str) -> list[dict[str, Any]]:
         self.runs.thread_for(tenant, thread_id)
         return [r.to_api() for r in self.records.for_thread(thread_id) if r.tenant == tenant]
@@ -291,11 +316,20 @@ def stop_thread_approvals(settings: Settings, thread_id: str) -> None:
     """The thread is being deleted: its pending approvals are cancelled and their
     executions completed without a resume (their links then say "already decided: cancelled")."""
     records = ApprovalRecords(settings.runtime_table)
-    for record in records.for_thread(thread_id):
+    _cancel_pending(records, records.for_thread(thread_id))
+
+
+def _cancel_pending(records: ApprovalRecords, candidates: list[ApprovalRecord]) -> int:
+    """Cancel those still pending (once: the conditional write) and complete their
+    executions without a resume; how many this call cancelled."""
+    cancelled = 0
+    for record in candidates:
         if record.status == PENDING and records.settle(
             record, "cancelled", {"decision": "cancelled", "decided_at": now_iso()}, "api"
         ):
             _complete(record.task_token, record, "cancelled")
+            cancelled += 1
+    return cancelled
 
 
 def _complete(task_token: str | None, record: ApprovalRecord, status: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from tests.conftest import register_secret
@@ -64,8 +65,12 @@ def test_approve_through_the_emailed_link_resumes_the_run(approval_stack: Approv
     assert thread.body["status"] == "interrupted"
     # WHEN the state machine hands its token to the notifier
     stack.pump_approvals("request")
-    # THEN the reviewer got one email with a signed link
+    # THEN the reviewer got one email with a signed link, naming the run and the thread
     url = _link_from_email(stack)
+    (email,) = stack.emails_to(stack.reviewer)
+    for part in (email["text"], email["html"]):
+        assert approval["run_id"] in part
+        assert thread_id in part
     # WHEN the reviewer opens the link (twice, as a mail scanner would first)
     for _ in range(2):
         page = stack.open(url)
@@ -91,6 +96,15 @@ def test_approve_through_the_emailed_link_resumes_the_run(approval_stack: Approv
     runs = stack.api("GET", f"/threads/{thread_id}/runs").body
     assert [r["status"] for r in runs] == ["success", "success"]
     assert stack.api("GET", f"/threads/{thread_id}").body["status"] == "idle"
+    # AND the new run resumed the interrupt with Command(resume), the value as ARCHITECTURE.md
+    (resumed,) = [r for r in runs if r["run_id"] != approval["run_id"]]
+    assert resumed["metadata"]["approval_id"] == approval["approval_id"]
+    value = resumed["kwargs"]["command"]["resume"][approval["interrupt_id"]]
+    assert set(value) == {"decision", "approved", "reviewer", "comment", "decided_at"}
+    assert value["decision"] == "approve"
+    assert value["approved"] is True
+    assert (value["reviewer"], value["comment"]) == (stack.reviewer, "duplicate charge")
+    datetime.fromisoformat(value["decided_at"])
     record = stack.api("GET", f"/threads/{thread_id}/approvals").body[0]
     assert record["status"] == "approved"
     assert record["decision"]["reviewer"] == stack.reviewer
@@ -399,3 +413,114 @@ def test_an_approval_start_that_failed_is_finished_by_housekeeping(
     stack.pump_approvals("resume")
     stack.pump()
     assert _last_reply(stack, thread_id) == "Your refund of $49 has been issued."
+
+
+# --- cancelling the run that asked -------------------------------------------------------
+
+
+def _cancel(stack: ApprovalStack, approval: dict[str, Any], **query: str) -> Any:
+    return stack.api(
+        "POST",
+        f"/threads/{approval['thread_id']}/runs/{approval['run_id']}/cancel",
+        query=query or None,
+    )
+
+
+def _refused_as_cancelled(stack: ApprovalStack, url: str) -> None:
+    """The emailed link says "already decided: cancelled" and settles nothing."""
+    page = stack.open(url)
+    assert page.status == 409, page.body
+    assert "already decided" in page.body
+    as_json = stack.open(url, accept="application/json")
+    assert as_json.json()["approval"]["status"] == "cancelled"
+    assert _decide(stack, url, "approve").status == 409
+
+
+def test_cancelling_the_run_stops_the_waiting_execution(approval_stack: ApprovalStack) -> None:
+    stack = approval_stack
+    # GIVEN a refund waiting for approval, its email sent, its execution waiting
+    thread_id, approval = _ask_for_refund(stack)
+    stack.pump_approvals("request")
+    url = _link_from_email(stack)
+    assert stack.execution(approval["approval_id"])["status"] == "RUNNING"
+    # WHEN the client cancels the run that asked
+    cancelled = _cancel(stack, approval, wait="1")
+    # THEN the run stays as it ended, and its approval is withdrawn
+    assert cancelled.status == 200, cancelled.body
+    assert cancelled.body["status"] == "success"
+    record = stack.api("GET", f"/threads/{thread_id}/approvals").body[0]
+    assert (record["status"], record["source"]) == ("cancelled", "api")
+    # AND the waiting execution ends without resuming the thread
+    stack.wait_execution(approval["approval_id"], "SUCCEEDED")
+    assert stack.approval_messages(wait_s=1) == []
+    # AND the link says "already decided", a second cancel finds nothing to cancel
+    _refused_as_cancelled(stack, url)
+    assert _cancel(stack, approval).status == 404
+    assert len(stack.api("GET", f"/threads/{thread_id}/runs").body) == 1
+    assert stack.api("GET", f"/threads/{thread_id}").body["status"] == "interrupted"
+
+
+def test_cancel_before_the_token_arrives_sends_no_email(approval_stack: ApprovalStack) -> None:
+    stack = approval_stack
+    # GIVEN an approval whose execution started but whose token message is not handled yet
+    thread_id, approval = _ask_for_refund(stack)
+    # WHEN the run is cancelled
+    assert _cancel(stack, approval).status == 202
+    # AND the token message arrives afterwards
+    stack.pump_approvals("request")
+    # THEN nobody is emailed and the execution ends without a resume
+    assert stack.emails_to(stack.reviewer) == []
+    stack.wait_execution(approval["approval_id"], "SUCCEEDED")
+    assert stack.approval_messages(wait_s=1) == []
+    record = stack.api("GET", f"/threads/{thread_id}/approvals").body[0]
+    assert record["status"] == "cancelled"
+
+
+def test_cancel_while_the_ending_starts_the_approval_starts_nothing(
+    approval_stack: ApprovalStack,
+) -> None:
+    from tests.integration.test_run_endings import FailAws
+
+    stack = approval_stack
+    # GIVEN a run whose worker recorded the approval ending, then died before any of its
+    # effects (the thread's release fails: no approval record, no execution yet)
+    thread_id = stack.create_thread()
+    run = stack.start_run(thread_id, input=REFUND)
+    injector = FailAws()
+    injector.attach()
+    injector.fail(
+        "UpdateItem",
+        times=100,
+        when=lambda p: "REMOVE active_run_id" in p.get("UpdateExpression", ""),
+    )
+    try:
+        for _ in range(10):
+            batch = stack.receive(max_messages=1)
+            assert batch, "the run's step messages ran out before it ended"
+            stack.deliver(batch[0][0], [batch[0][1]])
+            record = stack.store.get_run(thread_id, run["run_id"])
+            assert record is not None
+            if not record.active:
+                break
+    finally:
+        injector.detach()
+    assert record.ending is not None
+    assert "approval" in record.ending.effects
+    assert stack.api("GET", f"/threads/{thread_id}/approvals").body == []
+    # WHEN the client cancels the run while its ending is under way
+    assert _cancel(stack, {"thread_id": thread_id, "run_id": run["run_id"]}).status == 202
+    # AND the ending is finished afterwards (the worker's message back, housekeeping)
+    stack.pump()
+    stack.settings.lease_s = 0
+    stack.housekeeping()
+    stack.pump()
+    # THEN the approval is recorded cancelled, and no execution was started for it
+    (approval,) = stack.api("GET", f"/threads/{thread_id}/approvals").body
+    assert (approval["status"], approval["source"]) == ("cancelled", "api")
+    executions = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+    assert approval["approval_id"] not in {e["name"] for e in executions}
+    assert stack.emails_to(stack.reviewer) == []
+    # AND the ending was finished: the thread shows the interrupt, free for a resume
+    thread = stack.api("GET", f"/threads/{thread_id}").body
+    assert thread["status"] == "interrupted"
+    assert stack.store.get_run(thread_id, run["run_id"]).ending is None  # type: ignore[union-attr]
