@@ -138,11 +138,13 @@ def test_the_emailed_link_approves_and_the_run_resumes(stack: tuple[str, Path]) 
     assert "Refund $49 to the customer" in page
     status, listed = _call(f"{url}/threads/{thread_id}/approvals", **auth)
     assert listed[0]["status"] == "pending"
-    with Browser() as browser:
-        # WHEN the reviewer opens the link in a browser (screenshot kept as an artifact)
+    with Browser() as browser, Browser() as other_tab:
+        # WHEN the reviewer opens the link in a browser (screenshot kept as an artifact),
+        # and in a second browser, whose page stays open with its buttons
         browser.open(link)
         assert "Refund $49 to the customer" in browser.text()
         browser.screenshot(ARTIFACTS / "approval-page.png")
+        other_tab.open(link)
         # AND clicks Approve
         browser.evaluate("document.querySelector('#comment').value = 'duplicate charge'")
         browser.click("button.approve")
@@ -153,6 +155,10 @@ def test_the_emailed_link_approves_and_the_run_resumes(stack: tuple[str, Path]) 
         shown = browser.text()
         assert "already decided: approved" in shown
         assert browser.evaluate("document.querySelectorAll('button').length") == 0
+        # AND a second click, on the page still open in the other browser, is refused
+        other_tab.click("button.reject")
+        assert "already decided: approved" in other_tab.text()
+        other_tab.screenshot(ARTIFACTS / "approval-second-click.png")
     form = urlencode({"token": unquote(link.split("token=", 1)[1]), "decision": "approve"})
 
     # THEN the run resumes by itself and completes the refund
