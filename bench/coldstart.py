@@ -29,12 +29,14 @@ from pathlib import Path
 
 from functions.resources import (
     API_FUNCTION,
+    APPROVAL_NOTIFIER_FUNCTION,
     HOUSEKEEPING_FUNCTION,
     METRICS_NAMESPACE,
     SERVICE_NAME,
     STEP_QUEUES,
     STEP_WORKER_FUNCTION,
     STREAM_FUNCTION,
+    WEBHOOK_FUNCTION,
 )
 
 BASELINE = "langgraph.graph"
@@ -42,7 +44,14 @@ GOAL_RATIO = 1.5
 REPEATS = int(os.environ.get("COLDSTART_REPEATS", "7"))
 HANDLER_MODULES = [
     (spec.entry or spec.handler).rpartition(".")[0]
-    for spec in (API_FUNCTION, STREAM_FUNCTION, STEP_WORKER_FUNCTION, HOUSEKEEPING_FUNCTION)
+    for spec in (
+        API_FUNCTION,
+        STREAM_FUNCTION,
+        STEP_WORKER_FUNCTION,
+        HOUSEKEEPING_FUNCTION,
+        APPROVAL_NOTIFIER_FUNCTION,
+        WEBHOOK_FUNCTION,
+    )
 ]
 
 _TIMER = (
