@@ -94,6 +94,10 @@ class Access:
 _CHECKPOINT_TABLE = Access(
     Target.CHECKPOINT_TABLE, ("dynamodb:Query", "dynamodb:PutItem", "dynamodb:BatchWriteItem")
 )
+# A run input of 512 bytes or more is kept in its input checkpoint's side item
+# (docs/checkpointer.md), which a read of that checkpoint fetches by GetItem: the API's
+# history and state of it, the worker recovering a first step that died after writing it.
+_READ_INPUT_CHECKPOINT = Access(Target.CHECKPOINT_TABLE, ("dynamodb:GetItem",))
 _LIST_PAYLOADS = Access(Target.PAYLOAD_BUCKET, ("s3:ListBucket",))
 _PAYLOAD_OBJECTS = Access(
     Target.PAYLOAD_OBJECTS, ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
@@ -137,6 +141,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
         ),
         Access(Target.RUNTIME_INDEXES, ("dynamodb:Query",)),
         _CHECKPOINT_TABLE,
+        _READ_INPUT_CHECKPOINT,
         _LIST_PAYLOADS,
         _PAYLOAD_OBJECTS,
         _SEND_STEPS,
@@ -178,6 +183,7 @@ GRANTS: dict[str, tuple[Access, ...]] = {
     STEP_WORKER_FUNCTION.logical_id: (
         _RUNS,
         _CHECKPOINT_TABLE,
+        _READ_INPUT_CHECKPOINT,
         _LIST_PAYLOADS,
         _PAYLOAD_OBJECTS,
         # The node cache (functions/cache): the only function that runs nodes reads cached

@@ -8,6 +8,9 @@
   ``make test`` can replay every one of them.
 - ``crashpoints-single``: one node, one step message a run (runs queued behind each other:
   the crash points that matter are in the hand-over, not in the graph).
+- ``crashpoints-model``: ``ask`` -> ``answer``, one call of the platform's model each, in
+  two steps: with a model limit of one call at a time the second step finds no capacity
+  and is deferred (the crash points of a deferral, with few other calls).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ FANOUT_ID = "crashpoints-fanout"
 FANOUT_JOIN_ID = "crashpoints-fanout-join"
 PAIR_ID = "crashpoints-pair"
 SINGLE_ID = "crashpoints-single"
+MODEL_ID = "crashpoints-model"
 
 
 class NotesState(TypedDict, total=False):
@@ -93,9 +97,34 @@ def single_graph(checkpointer: Any, _model: Any = None) -> Any:
     return builder.compile(checkpointer=checkpointer, name=SINGLE_ID)
 
 
+def model_graph(checkpointer: Any, model: Any = None) -> Any:
+    from langchain_core.messages import HumanMessage
+
+    from graphs.offline_model import OfflineChatModel
+
+    llm = model if model is not None else OfflineChatModel()
+
+    def ask(state: NotesState) -> dict[str, Any]:
+        reply = llm.invoke([HumanMessage(f"ask {state.get('topic', '')}")])
+        return {"notes": [f"ask: {reply.content}"]}
+
+    def answer(state: NotesState) -> dict[str, Any]:
+        reply = llm.invoke([HumanMessage(f"answer {state.get('topic', '')}")])
+        return {"notes": [f"answer: {reply.content}"]}
+
+    builder = StateGraph(NotesState)
+    builder.add_node("ask", ask)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", "answer")
+    builder.add_edge("answer", END)
+    return builder.compile(checkpointer=checkpointer, name=MODEL_ID)
+
+
 TEST_GRAPHS = {
     FANOUT_ID: fanout_graph,
     FANOUT_JOIN_ID: fanout_join_graph,
     PAIR_ID: pair_graph,
     SINGLE_ID: single_graph,
+    MODEL_ID: model_graph,
 }

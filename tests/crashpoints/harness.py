@@ -881,7 +881,13 @@ class CrashStack(Stack):
     """The integration ``Stack`` (its ``api()`` drives the real API handler) on fresh tables,
     the deployed queues and the deployed lease (``Settings`` default)."""
 
-    def __init__(self, env: Environment) -> None:
+    def __init__(
+        self,
+        env: Environment,
+        *,
+        payload_bucket: bool = False,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         # Stack.__init__ is not called: its queues have no dead-letter queues.
         self.env = env
         self.dynamodb = env.dynamodb
@@ -891,6 +897,10 @@ class CrashStack(Stack):
         self.checkpoint_table = f"checkpoints-{suffix}"
         self.dynamodb.create_table(**RUNTIME_TABLE.create_table_request(self.runtime_table))
         self.dynamodb.create_table(**CHECKPOINT_TABLE.create_table_request(self.checkpoint_table))
+        self.payload_bucket: str | None = None
+        if payload_bucket:
+            self.payload_bucket = f"payloads-{suffix}"
+            env.client("s3").create_bucket(Bucket=self.payload_bucket)
         queues = env.queues
         self.queue_urls = queues.urls
         self.dlq_urls = queues.dlq_urls
@@ -912,6 +922,8 @@ class CrashStack(Stack):
             # approval interrupt, the approval's state machine execution.
             event_bus_name=env.sinks.bus_name,
             approval_state_machine_arn=env.sinks.state_machine_arn,
+            payload_bucket=self.payload_bucket,
+            **(settings or {}),
         )
         assert self.settings.lease_s == env.timings.lease_s, "the worker runs the deployed lease"
         self.boot()
@@ -956,6 +968,13 @@ class CrashStack(Stack):
         for table in (self.runtime_table, self.checkpoint_table):
             with contextlib.suppress(Exception):
                 self.dynamodb.delete_table(TableName=table)
+        if self.payload_bucket:
+            s3 = self.env.client("s3")
+            with contextlib.suppress(Exception):
+                listed = s3.list_objects_v2(Bucket=self.payload_bucket).get("Contents", [])
+                for item in listed:
+                    s3.delete_object(Bucket=self.payload_bucket, Key=item["Key"])
+                s3.delete_bucket(Bucket=self.payload_bucket)
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -1058,6 +1077,12 @@ class Scenario:
     # Checks on the fault-free outcome: the scenario does what its name says.
     expect: Callable[[dict[str, Any]], None] | None = None
     description: str = ""
+    # Deployment settings of its own, on top of the crash stack's (e.g. model limits).
+    settings: dict[str, Any] = field(default_factory=dict)
+    # A payload bucket, as deployed: large run inputs (and checkpoints) go there.
+    payload_bucket: bool = False
+    # Checks on the fault-free run's AWS calls: the path the scenario is about was taken.
+    expect_calls: Callable[[list[Call]], None] | None = None
 
 
 class Stuck(Exception):
@@ -1106,7 +1131,9 @@ class Replay:
         self.timings = env.timings
         self.clock.reset()
         self.faults.reset(plan)
-        self.stack = CrashStack(env)
+        self.stack = CrashStack(
+            env, payload_bucket=scenario.payload_bucket, settings=scenario.settings
+        )
         self.threads: list[str] = []
         self.refs: dict[str, tuple[str, str]] = {}  # client ref -> (thread id, run id)
         self.inflight: dict[str, InFlight] = {}
@@ -1743,9 +1770,12 @@ def record(env: Environment, scenario: Scenario) -> tuple[Result, list[Failure]]
     failure = _judge(scenario, None, result, None)
     if failure is not None:
         failures.append(failure)
-    elif scenario.expect is not None and result.outcome is not None:
+    elif result.outcome is not None:
         try:
-            scenario.expect(result.outcome)
+            if scenario.expect is not None:
+                scenario.expect(result.outcome)
+            if scenario.expect_calls is not None:
+                scenario.expect_calls(result.calls)
         except AssertionError as exc:
             failures.append(Failure(scenario.name, result.plan, None, [f"fault-free run: {exc}"]))
     return result, failures

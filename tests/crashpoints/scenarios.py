@@ -5,18 +5,23 @@ then retries only what did not happen) followed by recovery until the system is 
 ``SCENARIOS`` are what ``make test`` replays at every call: the ``support`` graph for one run
 and for an interrupt and its resume; small test graphs (``tests/crashpoints/graphs.py``) for
 parallel branches and for the multi-run scenarios, whose crash points are in the run
-lifecycle (enqueue, rollback, cancel), not in the graph. ``BENCH_SCENARIOS`` are the bigger
+lifecycle (enqueue, rollback, cancel), not in the graph; and for the two paths that have
+AWS calls of their own, a step deferred by the model rate limit (its claim given up, a
+delayed step message) and a run input kept in the payload bucket (PutObject at the run's
+creation, GetObject in the worker). ``BENCH_SCENARIOS`` are the bigger
 ones ``python -m bench crashpoints`` adds: the same lifecycles with ``support`` runs, and
 longer scripts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
-from tests.crashpoints.graphs import FANOUT_ID, FANOUT_JOIN_ID, PAIR_ID, SINGLE_ID
-from tests.crashpoints.harness import Replay, Scenario
+from tests.crashpoints.graphs import FANOUT_ID, FANOUT_JOIN_ID, MODEL_ID, PAIR_ID, SINGLE_ID
+from tests.crashpoints.harness import Call, Replay, Scenario
 
 
 def user(text: str) -> dict[str, Any]:
@@ -206,7 +211,90 @@ CANCEL_STUCK = Scenario(
     description="a run whose step-2 worker died after claiming it is cancelled",
 )
 
-SCENARIOS: list[Scenario] = [SUPPORT, FANOUT, INTERRUPT, ENQUEUE, ROLLBACK, CANCEL_STUCK]
+
+def _made(calls: list[Call], service: str, operation: str, frame: str) -> list[Call]:
+    return [
+        c for c in calls if (c.service, c.operation) == (service, operation) and frame in c.code
+    ]
+
+
+# --- a step deferred by the model rate limit ------------------------------------------------
+
+# One call of the offline model at a time, 6 a minute: the second step's call finds no
+# capacity and the step is re-queued with a delay (functions/models/limits.py).
+ONE_CALL_AT_A_TIME = {"model_limits": json.dumps({"offline": {"rpm": 6, "burst": 1}})}
+
+
+def _deferred(r: Replay) -> None:
+    r.create_thread(T)
+    r.create_run(T, "r1", assistant_id=MODEL_ID, input={"topic": "limits"})
+
+
+def _expect_two_model_steps(outcome: dict[str, Any]) -> None:
+    assert _runs(outcome) == {"r1": "success"}, _runs(outcome)
+    notes = _notes(outcome)
+    assert [n.split(":", 1)[0] for n in notes] == ["ask", "answer"], notes
+
+
+def _expect_a_deferral(calls: list[Call]) -> None:
+    deferred = _made(calls, "dynamodb", "UpdateItem", "store.defer_step")
+    assert len(deferred) == 1, "the second step was not deferred by the model limit"
+    resent = [c for c in calls[deferred[0].index :] if c.name == "sqs:SendMessage"]
+    assert resent, "no step message followed the deferral"
+    assert "steps._defer" in resent[0].code, "the deferral sent no delayed step message"
+
+
+DEFERRED = Scenario(
+    "deferred",
+    _deferred,
+    expect=_expect_two_model_steps,
+    settings=ONE_CALL_AT_A_TIME,
+    expect_calls=_expect_a_deferral,
+    description="a step deferred by the model rate limit, re-queued with a delay",
+)
+
+
+# --- a run input kept in the payload bucket -------------------------------------------------
+
+# Over INLINE_MAX_BYTES (64 KB) of JSON, deterministic, and small enough compressed that the
+# checkpoints holding it stay DynamoDB items: only the run's input goes to the bucket.
+LARGE_TOPIC = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(1100))
+
+
+def _large_input(r: Replay) -> None:
+    r.create_thread(T)
+    r.create_run(T, "r1", assistant_id=SINGLE_ID, input={"topic": LARGE_TOPIC})
+
+
+def _expect_large_input(outcome: dict[str, Any]) -> None:
+    assert _runs(outcome) == {"r1": "success"}, _runs(outcome)
+    assert _notes(outcome) == [f"only {LARGE_TOPIC}"], "the large input did not reach the graph"
+
+
+def _expect_input_in_the_bucket(calls: list[Call]) -> None:
+    assert _made(calls, "s3", "PutObject", "run_payloads.offload"), "input not put in the bucket"
+    assert _made(calls, "s3", "GetObject", "run_payloads"), "the worker did not read it back"
+
+
+LARGE_INPUT = Scenario(
+    "large_input",
+    _large_input,
+    expect=_expect_large_input,
+    payload_bucket=True,
+    expect_calls=_expect_input_in_the_bucket,
+    description="a run whose input (over 64 KB) is kept in the payload bucket",
+)
+
+SCENARIOS: list[Scenario] = [
+    SUPPORT,
+    FANOUT,
+    INTERRUPT,
+    ENQUEUE,
+    ROLLBACK,
+    CANCEL_STUCK,
+    DEFERRED,
+    LARGE_INPUT,
+]
 
 
 # --- bigger ones, for the benchmark sweep ----------------------------------------------------
