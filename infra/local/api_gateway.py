@@ -72,8 +72,13 @@ class ApiGatewayServer:
         local_routes: Mapping[str, LocalRoute] | None = None,
         integration_timeout_s: float = API_GATEWAY_TIMEOUT_S,
         stream: StreamRoute | None = None,
+        reports_start: bool = False,
     ) -> None:
         self._invoke = invoke
+        # ``invoke`` takes ``started=`` and calls it when an environment takes the event
+        # (``EnvironmentPool.invoke``): the integration timeout runs from then, so a burst
+        # waiting for environments queues instead of timing out (on AWS, Lambda scales out).
+        self._reports_start = reports_start
         # The SSE routes, written chunk by chunk as API Gateway's response streaming does
         # (functions.streaming.http); everything else goes through ``invoke`` whole.
         self.stream = stream
@@ -101,8 +106,13 @@ class ApiGatewayServer:
         if self._thread is not None:
             self._thread.join(5.0)
 
-    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
-        result = self._invoke(event)
+    def invoke(
+        self, event: dict[str, Any], started: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        if self._reports_start:
+            result = self._invoke(event, started=started)  # type: ignore[call-arg]
+        else:
+            result = self._invoke(event)
         if not isinstance(result, dict) or "statusCode" not in result:
             raise TypeError(f"API handler returned {type(result).__name__} without a statusCode")
         return result
@@ -111,15 +121,21 @@ class ApiGatewayServer:
         """The handler's response, or None when it did not answer within the integration
         timeout (it keeps running on its thread, as Lambda keeps running the function)."""
         outcome: dict[str, Any] = {}
+        started = threading.Event()
+        if not self._reports_start:
+            started.set()
 
         def call() -> None:
             try:
-                outcome["result"] = self.invoke(event)
+                outcome["result"] = self.invoke(event, started=started.set)
             except Exception as exc:
                 outcome["error"] = exc
+            finally:
+                started.set()
 
         worker = threading.Thread(target=call, name="api-integration", daemon=True)
         worker.start()
+        started.wait()  # queued for an environment: no timeout yet
         worker.join(self.integration_timeout_s)
         if worker.is_alive():
             return None

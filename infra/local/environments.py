@@ -24,6 +24,7 @@ import multiprocessing
 import signal
 import threading
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -181,8 +182,12 @@ class EnvironmentPool:
         with self._changed:
             return len(self._processes)
 
-    def invoke(self, event: Event) -> Any:
+    def invoke(self, event: Event, started: Callable[[], None] | None = None) -> Any:
+        """Handle ``event`` in an idle environment (waiting for one); ``started`` is called
+        when one has taken it."""
         environment = self._checkout()
+        if started is not None:
+            started()
         healthy = True
         try:
             return environment.invoke(event)

@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
+DEFAULT_WORKERS = 10
 DEFAULT_PORT = 8000
 REGION = "us-east-1"
 FAULTS_PATH = "/_local/faults"
@@ -131,8 +132,15 @@ class LocalStack:
         self._moto_port = (
             moto_port if moto_port is not None else _env_int("LAMBDAGRAPH_MOTO_PORT", 0)
         )
-        # A few workers: they share one interpreter, so more add contention, not speed.
-        self._workers = workers if workers is not None else _env_int("LAMBDAGRAPH_LOCAL_WORKERS", 3)
+        # Enough workers that a burst of ``normal`` runs is not one step at a time: a queue
+        # gets its MaximumConcurrency share of them (high 10, normal 4, low 1 of 10). A step
+        # mostly waits on moto, so workers overlap; far more only add contention (measured,
+        # docs/local-stack.md "A burst of runs").
+        self._workers = (
+            workers
+            if workers is not None
+            else _env_int("LAMBDAGRAPH_LOCAL_WORKERS", DEFAULT_WORKERS)
+        )
         self._housekeeping_interval_s = housekeeping_interval_s
         self._time_scale = time_scale
         self._fault_option = faults
@@ -280,6 +288,7 @@ class LocalStack:
             port=self._port,
             local_routes={FAULTS_PATH: self.fault_counts, EMAILS_PATH: sent_emails},
             stream=None if self._handlers["api"] else _stream_route(),
+            reports_start=True,
         )
         # Reviewers' links point at this server (the notifier runs in this process).
         self._set_env({"LAMBDAGRAPH_PUBLIC_BASE_URL": self._api.url})

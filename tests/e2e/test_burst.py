@@ -42,3 +42,21 @@ def test_a_burst_of_200_clients_connecting_at_once_is_queued_and_answered(
 
     # THEN every request was answered, and answered well
     assert outcomes == [(200, 200)] * CLIENTS
+
+
+def test_200_clients_each_running_a_conversation_at_once_all_end_in_success(
+    local_stack_url: str,
+) -> None:
+    """An evaluation suite's burst: 200 clients at once each create a thread, start a
+    ``support`` run and poll it until it ends. Every request is answered (no reset, no 5xx,
+    no 504) and every run ends ``success``; how fast is ``python -m bench burst``'s figure."""
+    from bench.burst import run_burst
+
+    # WHEN 200 clients released at the same instant each run one conversation
+    result = run_burst(local_stack_url, clients=CLIENTS, poll_s=1.0)
+
+    # THEN no request failed and every run succeeded
+    assert result.failures == []
+    assert result.statuses == ["success"] * CLIENTS
+    # (each client made at least its create-thread, create-run and one poll)
+    assert len(result.latencies_ms) >= 3 * CLIENTS
