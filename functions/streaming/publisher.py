@@ -82,7 +82,8 @@ class StepPublisher:
             return
         suffix = f"|{'|'.join(ns)}" if self.subgraphs and ns else ""
         for name, data in self._shape(mode, chunk, suffix):
-            self._add(name, json.dumps(to_jsonable(data), separators=(",", ":")), mode in _LIVE)
+            text = json.dumps(to_jsonable(data, stream=True), separators=(",", ":"))
+            self._add(name, text, mode in _LIVE)
 
     def _skip(self, ns: tuple[str, ...], mode: str, chunk: Any) -> bool:
         if mode == "updates" and isinstance(chunk, dict) and "__interrupt__" in chunk:
@@ -100,11 +101,9 @@ class StepPublisher:
     def _shape(self, mode: str, chunk: Any, suffix: str) -> list[tuple[str, Any]]:
         if mode == "messages":
             return self._shape_message(chunk, suffix)
-        if mode == "updates" and "updates" not in self.modes:
-            # As the official server: an interrupt shows in ``values`` when updates aren't asked.
-            interrupted = isinstance(chunk, dict) and chunk.get("__interrupt__")
-            return [(f"values{suffix}", chunk)] if interrupted else []
         if mode not in self.modes:
+            # An interrupt shows in ``values`` by itself: LangGraph (> 1.0.3) ends the step's
+            # values with ``__interrupt__``, and the official server then adds nothing.
             return []
         if mode == "debug" and isinstance(chunk, dict) and chunk.get("type") == "checkpoint":
             chunk = {**chunk, "payload": _debug_checkpoint(chunk.get("payload"))}
