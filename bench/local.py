@@ -14,6 +14,7 @@ Run with ``make bench`` or ``python -m bench local``. Environment knobs:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,17 +134,28 @@ def _langgraph_binary() -> str | None:
     return str(candidate) if candidate.exists() else shutil.which("langgraph")
 
 
+# Graph id -> "module:function" building it with no arguments (its own checkpointer: the
+# dev server attaches one), as ``langgraph dev`` serves it.
+DEV_GRAPHS: dict[str, str] = {"support": "graphs.support.graph:build_graph"}
+
+
 @contextmanager
-def langgraph_dev_server(workdir: Path) -> Iterator[tuple[str, float]]:
-    """The official dev server (``langgraph dev``) serving the same ``support`` graph."""
+def langgraph_dev_server(
+    workdir: Path, graphs: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, float]]:
+    """The official dev server (``langgraph dev``) serving the same graphs as the local stack
+    (``graphs``: id -> ``module:builder``; the ``support`` graph by default)."""
     binary = _langgraph_binary()
     if binary is None:
         raise RuntimeError("langgraph CLI not installed (pip install 'langgraph-cli[inmem]')")
-    (workdir / "support_graph.py").write_text(
-        "from graphs.support.graph import build_graph\n\ngraph = build_graph()\n"
-    )
+    entries: dict[str, str] = {}
+    for graph_id, target in (graphs or DEV_GRAPHS).items():
+        module, _, builder = target.partition(":")
+        name = f"{graph_id.replace('-', '_')}_graph.py"
+        (workdir / name).write_text(f"from {module} import {builder}\n\ngraph = {builder}()\n")
+        entries[graph_id] = f"./{name}:graph"
     (workdir / "langgraph.json").write_text(
-        '{"dependencies": ["."], "graphs": {"support": "./support_graph.py:graph"}}\n'
+        json.dumps({"dependencies": ["."], "graphs": entries}) + "\n"
     )
     port = _free_port()
     env = {

@@ -91,6 +91,10 @@ class RunCreate(_Body):
     stream_mode: list[str] | None = None
     stream_subgraphs: bool = False
     stream_resumable: bool = False
+    # What a stream route does when its client goes away: the run goes on (``continue``) or
+    # is cancelled as ``POST .../cancel`` does (``cancel``; functions/streaming/http.py).
+    # Accepted on every create route as the official server does; only a stream acts on it.
+    on_disconnect: Literal["cancel", "continue"] = "continue"
 
     @field_validator("stream_mode", mode="before")
     @classmethod

@@ -59,7 +59,7 @@ def reference_stream(
         "configurable": {"thread_id": "reference"},
         "metadata": {"graph_id": graph_id, "assistant_id": graph_id, "run_id": "reference"},
     }
-    wanted = {"messages" if m == "messages-tuple" else m for m in modes} | {"updates"}
+    wanted = {"messages" if m == "messages-tuple" else m for m in modes}
     events = _events(
         graph.stream(graph_input, config, stream_mode=sorted(wanted), subgraphs=subgraphs),
         modes,
@@ -81,13 +81,10 @@ def _events(stream: Any, modes: list[str], subgraphs: bool) -> list[tuple[str, A
     for item in stream:
         ns, mode, chunk = item if subgraphs else ((), *item)
         suffix = f"|{'|'.join(ns)}" if subgraphs and ns else ""
-        data = json.loads(json.dumps(to_jsonable(chunk)))
+        data = json.loads(json.dumps(to_jsonable(chunk, stream=True)))
         if mode == "messages":
             if "messages-tuple" in modes:
                 events.append((f"messages{suffix}", data))
-        elif mode == "updates" and "updates" not in modes:
-            if isinstance(chunk, dict) and chunk.get("__interrupt__"):
-                events.append((f"values{suffix}", data))
         elif mode in modes:
             if mode == "debug" and data.get("type") == "checkpoint":
                 data["payload"] = _official_debug_checkpoint(data["payload"])

@@ -52,11 +52,11 @@ def normalise(value: Any) -> list[str] | None:
 def graph_modes(modes: Iterable[str]) -> list[str]:
     """The LangGraph stream modes to ask ``graph.stream`` for, besides the executor's own.
 
-    ``updates`` always: as the official server, interrupts are shown from it even when only
-    ``values`` was asked for.
+    Only those asked for: as the official server (langgraph-api 0.16.7 with LangGraph
+    > 1.0.3), an interrupt is shown by ``values`` itself (its last chunk carries
+    ``__interrupt__``), not from ``updates`` streamed on the side.
     """
-    wanted = {SUPPORTED[m] for m in modes} | {"updates"}
-    return sorted(wanted)
+    return sorted({SUPPORTED[m] for m in modes})
 
 
 def event_mode(event: str) -> str:

@@ -22,6 +22,10 @@ from functions.streaming.modes import event_mode
 from functions.streaming.worker import stream_options
 
 HEARTBEAT = b": heartbeat\r\n\r\n"
+# Yielded each pass the tail waits: nothing to send, but the server checks the client is
+# still there (functions.streaming.http.write_chunked), so a client gone away is seen
+# within a poll interval (on_disconnect), not at the next heartbeat.
+TICK = b""
 # The id of what comes after every event of the run (``error``, a final ``values``).
 END = Cursor(99_999_999, 0)
 # How often the run record is read while the log is quiet (the end of a run shows there).
@@ -118,6 +122,7 @@ class StreamTail:
                 yield HEARTBEAT
                 last_write = now
             quiet = now - last_event > 1.0
+            yield TICK
             self._sleep(IDLE_POLL_S if quiet or not recorded else self._poll_s)
 
     def _ending(self, run: RunRecord, cursor: Cursor, recorded: bool) -> Iterator[bytes]:

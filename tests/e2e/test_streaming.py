@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,84 @@ def test_an_unsupported_mode_is_refused_with_422(client: SyncLangGraphClient) ->
             client.runs.stream(thread["thread_id"], "support", input=BILLING, stream_mode="events")
         )
     assert raised.value.response.status_code == 422
+
+
+def _status_after(
+    client: SyncLangGraphClient, thread_id: str, run_id: str, timeout_s: float
+) -> str:
+    """The run's status once it ended (read with runs.get), or as it is at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = str(client.runs.get(thread_id, run_id)["status"])
+        if status not in ("pending", "running") or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def _disconnect_at_the_tool(parts: Iterator[Any]) -> str:
+    """Read a research run's stream up to its tool call starting (mid-run: the tool takes
+    ``pause_s``), then go away as a client does: the generator closed, its HTTP connection
+    with it. The run's id (from the metadata event)."""
+    run_id = ""
+    for part in parts:
+        if part.event == "metadata":
+            run_id = part.data["run_id"]
+        # The tool's progress comes from the research subgraph: ``custom|research:<task>``.
+        if part.event.startswith("custom|") and part.data.get("status") == "started":
+            break
+    close = getattr(parts, "close", None)
+    assert callable(close)
+    close()
+    assert run_id
+    return run_id
+
+
+@pytest.mark.parametrize("how", ["on_disconnect", "default", "continue"])
+def test_a_client_that_goes_away_mid_run_cancels_it_only_when_it_asked_to(
+    client: SyncLangGraphClient, how: str
+) -> None:
+    # GIVEN a research run whose tool call takes 4 s, streamed by the unmodified SDK with
+    # on_disconnect="cancel", without it, or with "continue"
+    thread_id = client.threads.create()["thread_id"]
+    graph_input = {**RESEARCH, "pause_s": 4}
+    options: dict[str, Any] = {}
+    if how != "default":
+        options["on_disconnect"] = "cancel" if how == "on_disconnect" else "continue"
+    parts = client.runs.stream(
+        thread_id,
+        "research",
+        input=graph_input,
+        stream_mode=["custom"],
+        stream_subgraphs=True,
+        **options,
+    )
+
+    # WHEN the client disconnects while the tool runs
+    run_id = _disconnect_at_the_tool(parts)
+    assert client.runs.get(thread_id, run_id)["status"] in ("pending", "running")
+
+    # THEN a client that asked for cancel has its run cancelled (interrupted, the thread
+    # free); the default, continue, lets the run finish
+    expected = "interrupted" if how == "on_disconnect" else "success"
+    assert _status_after(client, thread_id, run_id, timeout_s=30) == expected
+    assert client.threads.get(thread_id)["status"] == "idle"
+
+
+def test_a_join_stream_with_cancel_on_disconnect_cancels_the_run_its_client_leaves(
+    client: SyncLangGraphClient,
+) -> None:
+    # GIVEN a background research run, joined with join_stream(cancel_on_disconnect=True)
+    thread_id = client.threads.create()["thread_id"]
+    run = client.runs.create(
+        thread_id,
+        "research",
+        input={**RESEARCH, "pause_s": 4},
+        stream_mode=["custom"],
+        stream_subgraphs=True,
+        stream_resumable=True,
+    )
+    parts = client.runs.join_stream(thread_id, run["run_id"], cancel_on_disconnect=True)
+
+    # WHEN the joining client goes away mid-run THEN the run is cancelled
+    assert _disconnect_at_the_tool(parts) == run["run_id"]
+    assert _status_after(client, thread_id, run["run_id"], timeout_s=30) == "interrupted"

@@ -263,3 +263,138 @@ def test_a_streamed_run_with_a_large_input_stores_it_in_the_bucket(
         if isinstance(v, dict)
         for m in v.get("messages", [])
     )
+
+
+def _disconnect_mid_stream(
+    stack: Stack, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Open a stream on the stream function's web server, read its first event, go away.
+
+    A real client over real HTTP: the server sees the socket closed. The headers it sent."""
+    import http.client
+    import threading
+
+    from functions.handlers.stream import make_server
+
+    server = make_server(0, services=_services(stack))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    before = set(threading.enumerate())
+    try:
+        connection = http.client.HTTPConnection(str(host), port, timeout=10)
+        connection.request(
+            method,
+            path,
+            body=json.dumps(body) if body is not None else None,
+            headers={"x-api-key": KEY_A, "Content-Type": "application/json"},
+        )
+        streamed = connection.getresponse()
+        assert streamed.status == 200
+        headers = dict(streamed.getheaders())
+        assert streamed.read1().startswith(b"event: metadata\r\n")
+        streamed.close()
+        connection.close()
+        # The server's request thread ends once it saw the client go (within a poll).
+        handlers = [t for t in threading.enumerate() if t not in before]
+        assert _wait_for(lambda: not any(t.is_alive() for t in handlers), 5)
+        return headers
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _wait_for(predicate: Any, timeout_s: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def _status(stack: Stack, thread_id: str, run_id: str) -> str:
+    run = stack.store.get_run(thread_id, run_id)
+    assert run is not None
+    return run.status
+
+
+def test_a_stream_client_that_asked_for_cancel_and_goes_away_gets_its_run_cancelled(
+    stack: Stack,
+) -> None:
+    # GIVEN a stream of a run (not started yet: its step is queued) created with
+    # on_disconnect="cancel"
+    thread_id = stack.create_thread()
+    body = {"assistant_id": "support", "input": BILLING, "on_disconnect": "cancel"}
+
+    # WHEN its client reads the first event and goes away
+    headers = _disconnect_mid_stream(stack, "POST", f"/threads/{thread_id}/runs/stream", body)
+    run_id = _run_id(headers)
+
+    # THEN the run is cancelled as POST .../cancel does (interrupt), the thread free again;
+    # the SDK's reconnect address carries the request on
+    assert _wait_for(lambda: _status(stack, thread_id, run_id) == "interrupted", 10)
+    assert headers["Location"].endswith("/stream?cancel_on_disconnect=true")
+    assert stack.api("GET", f"/threads/{thread_id}").body["status"] == "idle"
+
+
+def test_a_stream_client_that_goes_away_by_default_leaves_its_run_going(stack: Stack) -> None:
+    # GIVEN a stream of a run created without on_disconnect (continue), and one with it said
+    thread_id = stack.create_thread()
+    other = stack.create_thread()
+    default = _disconnect_mid_stream(
+        stack,
+        "POST",
+        f"/threads/{thread_id}/runs/stream",
+        {"assistant_id": "support", "input": BILLING},
+    )
+    said = _disconnect_mid_stream(
+        stack,
+        "POST",
+        f"/threads/{other}/runs/stream",
+        {"assistant_id": "support", "input": BILLING, "on_disconnect": "continue"},
+    )
+
+    # WHEN the clients have gone THEN both runs go on, and run to their end
+    assert _status(stack, thread_id, _run_id(default)) == "pending"
+    assert _status(stack, other, _run_id(said)) == "pending"
+    assert default["Location"].endswith("/stream")
+    stack.pump()
+    assert _status(stack, thread_id, _run_id(default)) == "success"
+    assert _status(stack, other, _run_id(said)) == "success"
+
+
+def test_a_joined_stream_with_cancel_on_disconnect_cancels_the_run_when_its_client_goes(
+    stack: Stack,
+) -> None:
+    # GIVEN a background run, joined with the official join_stream's cancel_on_disconnect
+    thread_id = stack.create_thread()
+    run_id = stack.start_run(thread_id, input=BILLING, stream_resumable=True)["run_id"]
+    path = f"/threads/{thread_id}/runs/{run_id}/stream?cancel_on_disconnect=true"
+
+    # WHEN the joining client goes away THEN the run is cancelled
+    _disconnect_mid_stream(stack, "GET", path)
+    assert _wait_for(lambda: _status(stack, thread_id, run_id) == "interrupted", 10)
+
+
+@pytest.mark.parametrize("route", ["stream", "background"])
+def test_an_on_disconnect_that_is_not_a_mode_is_a_422(stack: Stack, route: str) -> None:
+    thread_id = stack.create_thread()
+    body = {"assistant_id": "support", "on_disconnect": "explode"}
+    if route == "stream":
+        streamed, _ = _answer(stack, f"/threads/{thread_id}/runs/stream", body)
+        status, detail = streamed.status, json.loads(b"".join(streamed.body))["detail"]
+    else:
+        reply = stack.api("POST", f"/threads/{thread_id}/runs", body)
+        status, detail = reply.status, reply.body["detail"]
+    assert status == 422
+    assert "on_disconnect" in json.dumps(detail)
+
+
+def _answer(stack: Stack, path: str, body: dict[str, Any]) -> tuple[Answer, dict[str, str]]:
+    answer = serve(
+        "POST", path, {"x-api-key": KEY_A}, json.dumps(body).encode(), services=_services(stack)
+    )
+    assert answer is not None
+    return answer, dict(answer.headers)
