@@ -17,7 +17,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -579,14 +579,16 @@ def print_rows(rows: list[Row], show_known: bool = False) -> None:
 
 
 @contextmanager
-def _servers() -> Iterator[tuple[str, str]]:
+def servers(graphs: Mapping[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """(official, ours) URLs: ``PARITY_OFFICIAL_URL``/``PARITY_OURS_URL`` when set, else
+    ``langgraph dev`` (serving ``graphs``) and the local stack, started here."""
     from bench.local import langgraph_dev_server, local_server
 
     with ExitStack() as stack:
         official = os.environ.get("PARITY_OFFICIAL_URL")
         if not official:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            official, _ = stack.enter_context(langgraph_dev_server(tmp))
+            official, _ = stack.enter_context(langgraph_dev_server(tmp, graphs))
         ours = os.environ.get("PARITY_OURS_URL")
         if not ours:
             ours, _ = stack.enter_context(local_server())
@@ -596,7 +598,7 @@ def _servers() -> Iterator[tuple[str, str]]:
 def main() -> None:
     steps = scenario()
     try:
-        with _servers() as (official_url, ours_url):
+        with servers() as (official_url, ours_url):
             official = run_scenario(official_url, steps)
             ours = run_scenario(ours_url, steps)
     except RuntimeError as exc:

@@ -18,15 +18,12 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from langgraph_sdk import get_sync_client
 
+from bench.sdk_parity import servers
 from tests.stream_parity import comparable, shape
 
 BILLING: dict[str, Any] = {
@@ -125,24 +122,9 @@ def _line(event: tuple[str, Any]) -> str:
     return f"{name} {json.dumps(data, sort_keys=True)}"
 
 
-@contextmanager
-def _servers() -> Iterator[tuple[str, str]]:
-    from bench.local import langgraph_dev_server, local_server
-
-    with ExitStack() as stack:
-        official = os.environ.get("PARITY_OFFICIAL_URL")
-        if not official:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            official, _ = stack.enter_context(langgraph_dev_server(tmp, GRAPHS))
-        ours = os.environ.get("PARITY_OURS_URL")
-        if not ours:
-            ours, _ = stack.enter_context(local_server())
-        yield official, ours
-
-
 def main() -> None:
     try:
-        with _servers() as (official_url, ours_url):
+        with servers(GRAPHS) as (official_url, ours_url):
             rows = []
             for scenario in scenarios():
                 official, ours = stream(official_url, scenario), stream(ours_url, scenario)
